@@ -1,0 +1,265 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"github.com/magefile/mage/mg"
+	"github.com/magefile/mage/sh"
+)
+
+// bufBin is where buildBuf puts buf. buf lives in its own module outside
+// go.work because it raises protobuf and grpc to pre-releases in any module
+// that requires it.
+const bufBin = "bin/buf"
+
+// workspaceModules lists the directories of the modules that go.work uses.
+func workspaceModules() ([]string, error) {
+	out, err := sh.Output("go", "work", "edit", "-json")
+	if err != nil {
+		return nil, fmt.Errorf("read go.work: %w", err)
+	}
+	var work struct{ Use []struct{ DiskPath string } }
+	if err := json.Unmarshal([]byte(out), &work); err != nil {
+		return nil, fmt.Errorf("parse go.work: %w", err)
+	}
+	dirs := make([]string, 0, len(work.Use))
+	for _, u := range work.Use {
+		dirs = append(dirs, filepath.Clean(u.DiskPath))
+	}
+	return dirs, nil
+}
+
+// hasPackages reports whether the module in dir has any Go package, so that
+// tools-only modules are skipped instead of warning "matched no packages".
+func hasPackages(dir string) (bool, error) {
+	out, err := goIn(dir, "list", "./...")
+	if err != nil {
+		return false, err
+	}
+	return strings.TrimSpace(out) != "", nil
+}
+
+// goIn runs the go command in dir and returns its standard output.
+func goIn(dir string, args ...string) (string, error) {
+	cmd := exec.Command("go", args...)
+	cmd.Dir = dir
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("go %s in %s: %w\n%s", strings.Join(args, " "), dir, err, stderr.String())
+	}
+	return string(out), nil
+}
+
+// runIn runs a command in dir with its output on the terminal.
+func runIn(dir string, env []string, name string, args ...string) error {
+	if mg.Verbose() {
+		fmt.Printf("exec (in %s): %s %s\n", dir, name, strings.Join(args, " "))
+	}
+	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s %s (in %s): %w", name, strings.Join(args, " "), dir, err)
+	}
+	return nil
+}
+
+// forEachModule calls fn for every workspace module that has Go packages.
+func forEachModule(fn func(dir string) error) error {
+	dirs, err := workspaceModules()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, dir := range dirs {
+		ok, err := hasPackages(dir)
+		if err != nil {
+			return err
+		}
+		if ok {
+			errs = append(errs, fn(dir))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func goTestAll() error {
+	return forEachModule(func(dir string) error {
+		fmt.Printf("== go test -race %s\n", dir)
+		return runIn(dir, nil, "go", "test", "-race", "./...")
+	})
+}
+
+// buildBuf builds buf from its pinned module; after the first build (about
+// two minutes on two cores) the Go build cache makes this a no-op.
+func buildBuf() error {
+	if _, err := os.Stat(bufBin); err != nil {
+		fmt.Println("building buf (first run only, about two minutes)...")
+	}
+	abs, err := filepath.Abs(bufBin)
+	if err != nil {
+		return err
+	}
+	return runIn("tools/buf", []string{"GOWORK=off"}, "go", "build", "-o", abs, "github.com/bufbuild/buf/cmd/buf")
+}
+
+func lint() error {
+	var errs []error
+	errs = append(errs, forEachModule(func(dir string) error {
+		return runIn(dir, nil, "go", "vet", "./...")
+	}))
+	unformatted, err := sh.Output("gofmt", "-l", ".")
+	switch {
+	case err != nil:
+		errs = append(errs, fmt.Errorf("gofmt: %w", err))
+	case unformatted != "":
+		errs = append(errs, fmt.Errorf("gofmt would change:\n%s", unformatted))
+	}
+	bufAbs, err := filepath.Abs(bufBin)
+	if err != nil {
+		return err
+	}
+	errs = append(errs, runIn("api", nil, bufAbs, "lint"))
+	errs = append(errs, sh.RunV("go", "tool", "actionlint"))
+	return errors.Join(errs...)
+}
+
+// genProto runs buf generate in api/, into outDir when it is not empty (so
+// that check:gen can compare without touching the tree).
+func genProto(outDir string) error {
+	mg.Deps(buildBuf)
+	bufAbs, err := filepath.Abs(bufBin)
+	if err != nil {
+		return err
+	}
+	args := []string{"generate"}
+	if outDir != "" {
+		args = append(args, "--output", outDir)
+	}
+	return runIn("api", nil, bufAbs, args...)
+}
+
+// wirePackages lists, per module, the packages that hold a wire injector
+// (a wire.go built only with the wireinject tag).
+func wirePackages() (map[string][]string, error) {
+	pkgs := map[string][]string{}
+	dirs, err := workspaceModules()
+	if err != nil {
+		return nil, err
+	}
+	for _, mod := range dirs {
+		err := filepath.WalkDir(mod, func(path string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() || d.Name() != "wire.go" {
+				return err
+			}
+			src, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			if bytes.Contains(src, []byte("//go:build wireinject")) {
+				rel, err := filepath.Rel(mod, filepath.Dir(path))
+				if err != nil {
+					return err
+				}
+				pkgs[mod] = append(pkgs[mod], "./"+filepath.ToSlash(rel))
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return pkgs, nil
+}
+
+func genWire() error {
+	pkgs, err := wirePackages()
+	if err != nil {
+		return err
+	}
+	for mod, list := range pkgs {
+		if err := runIn(mod, nil, "go", append([]string{"tool", "wire", "gen"}, list...)...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func checkGen() error {
+	tmp, err := os.MkdirTemp("", "rollcall-gen-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	if err := genProto(tmp); err != nil {
+		return err
+	}
+	errs := []error{compareGenerated("api", tmp, ".pb.go")}
+	pkgs, err := wirePackages()
+	if err != nil {
+		return err
+	}
+	for mod, list := range pkgs {
+		if err := runIn(mod, nil, "go", append([]string{"tool", "wire", "diff"}, list...)...); err != nil {
+			errs = append(errs, fmt.Errorf("wire_gen.go in %s differs from what `mage gen` writes: %w", mod, err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("generated code is stale; run `go run mage.go gen` and commit: %w", err)
+	}
+	return nil
+}
+
+// compareGenerated fails when the files ending in suffix under committed and
+// fresh differ in name or content.
+func compareGenerated(committed, fresh, suffix string) error {
+	a, err := readTree(committed, suffix)
+	if err != nil {
+		return err
+	}
+	b, err := readTree(fresh, suffix)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for name, content := range b {
+		if old, ok := a[name]; !ok {
+			errs = append(errs, fmt.Errorf("%s is not committed", filepath.Join(committed, name)))
+		} else if !bytes.Equal(old, content) {
+			errs = append(errs, fmt.Errorf("%s differs from its generator's output", filepath.Join(committed, name)))
+		}
+	}
+	for name := range a {
+		if _, ok := b[name]; !ok {
+			errs = append(errs, fmt.Errorf("%s is no longer generated", filepath.Join(committed, name)))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func readTree(root, suffix string) (map[string][]byte, error) {
+	files := map[string][]byte{}
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(path, suffix) {
+			return err
+		}
+		rel, err := filepath.Rel(root, path)
+		if err != nil {
+			return err
+		}
+		files[rel], err = os.ReadFile(path)
+		return err
+	})
+	return files, err
+}

@@ -1,0 +1,279 @@
+package register_test
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/goleak"
+
+	"github.com/rollcall/rollcall/pkg/discovery"
+	"github.com/rollcall/rollcall/pkg/discovery/register"
+	"github.com/rollcall/rollcall/pkg/etcdtest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, etcdtest.IgnoredGoroutines()...)
+}
+
+func instance(id, addr string) discovery.Instance {
+	return discovery.Instance{Service: "greeter", ID: id, Addr: addr, Metadata: discovery.Metadata{Version: "v1", Weight: 2}}
+}
+
+// waitFor waits until the registration's state satisfies ok, or fails the
+// test after 20 s.
+func waitFor(t *testing.T, r *register.Registration, what string, ok func(register.State) bool) register.State {
+	t.Helper()
+	timeout := time.After(20 * time.Second)
+	for {
+		s, changed := r.Watch()
+		if ok(s) {
+			return s
+		}
+		select {
+		case <-changed:
+		case <-timeout:
+			t.Fatalf("registration never became %s; last state %+v", what, s)
+		}
+	}
+}
+
+func registered(s register.State) bool { return s.Phase == register.Registered }
+
+// registeredAgain is true once the key was written again after a loss.
+func registeredAgain(s register.State) bool { return s.Phase == register.Registered && s.Writes >= 2 }
+
+func newRegistration(t *testing.T, c *clientv3.Client, inst discovery.Instance, opts ...register.Option) *register.Registration {
+	t.Helper()
+	r, err := register.New(c, inst, opts...)
+	if err != nil {
+		t.Fatalf("register.New: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		r.Close(ctx)
+	})
+	return r
+}
+
+func getKey(t *testing.T, c *clientv3.Client, key string) (value string, lease clientv3.LeaseID, found bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := c.Get(ctx, key)
+	if err != nil {
+		t.Fatalf("get %s: %v", key, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return "", 0, false
+	}
+	return string(resp.Kvs[0].Value), clientv3.LeaseID(resp.Kvs[0].Lease), true
+}
+
+func TestRegisterWritesEndpointsCompatibleValue(t *testing.T) {
+	srv := etcdtest.Start(t)
+	c := srv.Client()
+	r := newRegistration(t, c, instance("a", "127.0.0.1:7001"))
+	s := waitFor(t, r, "registered", registered)
+
+	if r.Key() != "rollcall/greeter/a" {
+		t.Errorf("key = %q, want rollcall/greeter/a", r.Key())
+	}
+	value, lease, found := getKey(t, c, r.Key())
+	if !found {
+		t.Fatalf("key %s not in etcd", r.Key())
+	}
+	if lease != s.Lease {
+		t.Errorf("key lease = %x, state lease = %x", lease, s.Lease)
+	}
+	// The format of etcd's naming/endpoints package.
+	var rec struct {
+		Op       int
+		Addr     string
+		Metadata map[string]any
+	}
+	if err := json.Unmarshal([]byte(value), &rec); err != nil {
+		t.Fatalf("value %q is not JSON: %v", value, err)
+	}
+	if rec.Op != 0 || rec.Addr != "127.0.0.1:7001" || rec.Metadata["version"] != "v1" || rec.Metadata["weight"] != 2.0 {
+		t.Errorf("value = %s, want Op 0, Addr 127.0.0.1:7001, version v1, weight 2", value)
+	}
+	ttl, err := c.TimeToLive(context.Background(), lease)
+	if err != nil || ttl.GrantedTTL != 10 {
+		t.Errorf("lease granted TTL = %v (err %v), want the default 10s", ttl.GrantedTTL, err)
+	}
+}
+
+func TestCloseRevokesLeaseAndIsIdempotent(t *testing.T) {
+	srv := etcdtest.Start(t)
+	c := srv.Client()
+	r := newRegistration(t, c, instance("a", "127.0.0.1:7001"))
+	s := waitFor(t, r, "registered", registered)
+
+	ctx := context.Background()
+	if err := r.Close(ctx); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if _, _, found := getKey(t, c, r.Key()); found {
+		t.Errorf("key %s still in etcd after Close", r.Key())
+	}
+	ttl, err := c.TimeToLive(ctx, s.Lease)
+	if err != nil || ttl.TTL != -1 {
+		t.Errorf("lease after Close: TTL %d, err %v; want revoked (-1)", ttl.TTL, err)
+	}
+	if err := r.Close(ctx); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if got := r.State().Phase; got != register.Closed {
+		t.Errorf("phase after Close = %v, want closed", got)
+	}
+}
+
+func TestCloseIsBoundedWhileEtcdIsDown(t *testing.T) {
+	srv := etcdtest.Start(t)
+	r := newRegistration(t, srv.Client(), instance("a", "127.0.0.1:7001"))
+	waitFor(t, r, "registered", registered)
+	srv.Stop()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	err := r.Close(ctx)
+	if err == nil || !strings.Contains(err.Error(), r.Key()) {
+		t.Errorf("Close with etcd down = %v, want an error naming the key", err)
+	}
+	if ctx.Err() == nil {
+		t.Errorf("Close returned before its context ended, yet failed: %v", err)
+	}
+}
+
+// The registration must come back by itself after every way of losing it.
+func TestRegistrationRecovers(t *testing.T) {
+	tests := []struct {
+		name string
+		lose func(t *testing.T, srv *etcdtest.Server, c *clientv3.Client, r *register.Registration)
+	}{
+		{"key deleted by hand", func(t *testing.T, _ *etcdtest.Server, c *clientv3.Client, r *register.Registration) {
+			if _, err := c.Delete(context.Background(), r.Key()); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"lease revoked by hand", func(t *testing.T, _ *etcdtest.Server, c *clientv3.Client, r *register.Registration) {
+			if _, err := c.Revoke(context.Background(), r.State().Lease); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"etcd wiped and replaced by an empty one", func(t *testing.T, srv *etcdtest.Server, _ *clientv3.Client, _ *register.Registration) {
+			srv.Wipe()
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := etcdtest.Start(t)
+			c := srv.Client()
+			r := newRegistration(t, c, instance("a", "127.0.0.1:7001"))
+			first := waitFor(t, r, "registered", registered)
+
+			tt.lose(t, srv, c, r)
+			s := waitFor(t, r, "registered again", registeredAgain)
+			if s.Lease == first.Lease {
+				t.Errorf("registered again under the lost lease %x", s.Lease)
+			}
+			if _, lease, found := getKey(t, c, r.Key()); !found || lease != s.Lease {
+				t.Errorf("key after recovery: found %v, lease %x; want lease %x", found, lease, s.Lease)
+			}
+		})
+	}
+}
+
+func TestRegistrationSurvivesEtcdRestart(t *testing.T) {
+	srv := etcdtest.Start(t)
+	c := srv.Client()
+	r := newRegistration(t, c, instance("a", "127.0.0.1:7001"))
+	first := waitFor(t, r, "registered", registered)
+
+	srv.Restart()
+	// Leases survive a restart on the same data: the key must not go
+	// while renewals (every TTL/3) go on under the same lease.
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+	defer cancel()
+	resp, err := c.Get(ctx, r.Key())
+	if err != nil || len(resp.Kvs) == 0 {
+		t.Fatalf("key after restart: %v, %d kvs", err, len(resp.Kvs))
+	}
+	for wresp := range c.Watch(ctx, r.Key(), clientv3.WithRev(resp.Header.Revision+1)) {
+		for _, ev := range wresp.Events {
+			t.Errorf("key changed after restart: %v", ev.Type)
+		}
+	}
+	ttl, err := c.TimeToLive(context.Background(), first.Lease)
+	if err != nil || ttl.TTL <= 0 {
+		t.Fatalf("lease %x after restart: TTL %d, err %v", first.Lease, ttl.TTL, err)
+	}
+	if s := r.State(); s.Phase != register.Registered || s.Writes != 1 {
+		t.Errorf("state after restart = %+v, want registered with one write", s)
+	}
+}
+
+func TestRegisterWhileEtcdIsDownRetriesUntilItAnswers(t *testing.T) {
+	srv := etcdtest.Start(t)
+	c := srv.Client()
+	srv.Stop()
+	r := newRegistration(t, c, instance("a", "127.0.0.1:7001"))
+	s := waitFor(t, r, "retrying", func(s register.State) bool { return s.Phase == register.Retrying })
+	if s.Err == nil {
+		t.Errorf("retrying without an error")
+	}
+	srv.Start()
+	waitFor(t, r, "registered", registered)
+	if _, _, found := getKey(t, c, r.Key()); !found {
+		t.Errorf("key %s not in etcd", r.Key())
+	}
+}
+
+func TestNewRejectsBadInput(t *testing.T) {
+	srv := etcdtest.Start(t)
+	c := srv.Client()
+	tests := []struct {
+		name    string
+		inst    discovery.Instance
+		opts    []register.Option
+		wantErr string
+	}{
+		{"empty service", discovery.Instance{Addr: "127.0.0.1:1"}, nil, `invalid service name ""`},
+		{"slash in service", discovery.Instance{Service: "a/b", Addr: "127.0.0.1:1"}, nil, `invalid service name "a/b"`},
+		{"no port", discovery.Instance{Service: "s", Addr: "127.0.0.1"}, nil, `invalid address "127.0.0.1"`},
+		{"wildcard host", discovery.Instance{Service: "s", Addr: "0.0.0.0:80"}, nil, `invalid address "0.0.0.0:80"`},
+		{"port zero", discovery.Instance{Service: "s", Addr: "127.0.0.1:0"}, nil, `invalid address "127.0.0.1:0"`},
+		{"bad id", discovery.Instance{Service: "s", ID: "x/y", Addr: "127.0.0.1:1"}, nil, `invalid instance ID "x/y"`},
+		{"short ttl", discovery.Instance{Service: "s", Addr: "127.0.0.1:1"}, []register.Option{register.WithTTL(time.Millisecond)}, "lease TTL 1ms"},
+		{"bad namespace", discovery.Instance{Service: "s", Addr: "127.0.0.1:1"}, []register.Option{register.WithNamespace("/x/")}, `invalid namespace "/x/"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := register.New(c, tt.inst, tt.opts...)
+			if err == nil {
+				r.Close(context.Background())
+				t.Fatalf("New(%+v) succeeded, want error containing %q", tt.inst, tt.wantErr)
+			}
+			if !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("New error = %q, want it to contain %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestDefaultIDIsDerivedFromHostAndAddress(t *testing.T) {
+	srv := etcdtest.Start(t)
+	r := newRegistration(t, srv.Client(), discovery.Instance{Service: "greeter", Addr: "127.0.0.1:7001"})
+	id := r.Instance().ID
+	if id == "" || !strings.HasSuffix(id, "-127.0.0.1:7001") {
+		t.Errorf("default ID = %q, want <host>-127.0.0.1:7001", id)
+	}
+	if err := discovery.ValidateID(id); err != nil {
+		t.Error(err)
+	}
+}

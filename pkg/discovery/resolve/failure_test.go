@@ -1,0 +1,166 @@
+package resolve_test
+
+import (
+	"context"
+	"slices"
+	"testing"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/rollcall/rollcall/pkg/discovery"
+	"github.com/rollcall/rollcall/pkg/etcdtest"
+)
+
+// While etcd is down the resolver keeps the last list, calls go on, and
+// once etcd is back the list follows it again.
+func TestEtcdDownKeepsLastListThenFollowsAgain(t *testing.T) {
+	srv := etcdtest.Start(t)
+	c := srv.Client()
+	l := newLists()
+	for _, id := range []string{"a", "b"} {
+		registerBackend(t, c, "greeter", startBackend(t, id))
+	}
+	b := newBuilder(t, c, l)
+	cc := dial(t, b, "greeter")
+	l.await(t, "greeter", "a", "b")
+	awaitSpread(t, cc, "a", "b")
+
+	srv.Stop()
+	if got := spread(t, cc, 20); got["a"] != 10 || got["b"] != 10 {
+		t.Errorf("calls with etcd down spread %v, want 10 each", got)
+	}
+	// A channel built now, while etcd is down, starts from the list the
+	// first one holds.
+	late := dial(t, b, "greeter")
+	awaitSpread(t, late, "a", "b")
+
+	srv.Start()
+	registerBackend(t, c, "greeter", startBackend(t, "c"))
+	l.await(t, "greeter", "a", "b", "c")
+	awaitSpread(t, cc, "a", "b", "c")
+	assertNeverEmpty(t, l, "greeter")
+}
+
+// An etcd wiped and replaced by an empty one loses every key; instances
+// register again, and meanwhile clients keep the ones they know.
+func TestEtcdWipedKeepsInstancesWhileTheyRegisterAgain(t *testing.T) {
+	srv := etcdtest.Start(t)
+	c := srv.Client()
+	l := newLists()
+	for _, id := range []string{"a", "b"} {
+		registerBackend(t, c, "greeter", startBackend(t, id))
+	}
+	// An instance nobody keeps registered: after the wipe it is gone for
+	// good, and leaves the list once the grace period ends.
+	gone, _ := discovery.Encode(discovery.Instance{Service: "greeter", ID: "gone", Addr: "127.0.0.1:1"})
+	if _, err := c.Put(context.Background(), "rollcall/greeter/gone", string(gone)); err != nil {
+		t.Fatal(err)
+	}
+	cc := dial(t, newBuilder(t, c, l), "greeter")
+	l.await(t, "greeter", "a", "b", "gone")
+	awaitSpread(t, cc, "a", "b")
+
+	srv.Wipe()
+	registerBackend(t, c, "greeter", startBackend(t, "c"))
+	l.await(t, "greeter", "a", "b", "c", "gone")
+	awaitSpread(t, cc, "a", "b", "c")
+	l.await(t, "greeter", "a", "b", "c")
+	assertNeverEmpty(t, l, "greeter")
+}
+
+// A watch that resumes after its history was compacted lists again: no
+// update made while the client was cut off is lost.
+func TestCompactionWhileCutOff(t *testing.T) {
+	srv := etcdtest.Start(t)
+	writer := srv.Client()
+	proxy := etcdtest.NewProxy(t, srv)
+	l := newLists()
+	ra := registerBackend(t, writer, "greeter", startBackend(t, "a"))
+	registerBackend(t, writer, "greeter", startBackend(t, "b"))
+	cc := dial(t, newBuilder(t, proxy.Client(), l), "greeter")
+	l.await(t, "greeter", "a", "b")
+
+	proxy.Cut()
+	closeRegistration(t, ra)
+	registerBackend(t, writer, "greeter", startBackend(t, "c"))
+	awaitKeys(t, writer, "rollcall/greeter/", "rollcall/greeter/b", "rollcall/greeter/c")
+	srv.Compact(context.Background())
+	proxy.Restore()
+
+	l.await(t, "greeter", "b", "c")
+	awaitSpread(t, cc, "b", "c")
+}
+
+// A key deleted by hand comes back: the registration writes it again and
+// the list follows.
+func TestKeyDeletedByHandComesBack(t *testing.T) {
+	srv := etcdtest.Start(t)
+	c := srv.Client()
+	l := newLists()
+	r := registerBackend(t, c, "greeter", startBackend(t, "a"))
+	registerBackend(t, c, "greeter", startBackend(t, "b"))
+	cc := dial(t, newBuilder(t, c, l), "greeter")
+	l.await(t, "greeter", "a", "b")
+
+	if _, err := c.Delete(context.Background(), r.Key()); err != nil {
+		t.Fatal(err)
+	}
+	l.await(t, "greeter", "b")
+	l.await(t, "greeter", "a", "b")
+	awaitSpread(t, cc, "a", "b")
+}
+
+// A channel that went idle builds a new resolver on its next call; it
+// starts from the last list even while etcd is down.
+func TestNewResolverStartsFromLastKnownList(t *testing.T) {
+	srv := etcdtest.Start(t)
+	c := srv.Client()
+	l := newLists()
+	registerBackend(t, c, "greeter", startBackend(t, "a"))
+	b := newBuilder(t, c, l)
+	first := dial(t, b, "greeter")
+	l.await(t, "greeter", "a")
+	awaitSpread(t, first, "a")
+	first.Close() // the last resolver of greeter closes, as in idle mode
+
+	srv.Stop()
+	awaitSpread(t, dial(t, b, "greeter"), "a")
+}
+
+// assertNeverEmpty fails if the resolver ever published an empty list
+// after its first non-empty one.
+func assertNeverEmpty(t *testing.T, l *lists, service string) {
+	t.Helper()
+	h := l.history(service)
+	start := slices.IndexFunc(h, func(ids []string) bool { return len(ids) > 0 })
+	for i := max(start, 0); i < len(h); i++ {
+		if len(h[i]) == 0 {
+			t.Errorf("resolver published an empty list of %s (update %d of %v)", service, i, h)
+			return
+		}
+	}
+}
+
+// awaitKeys waits, through an etcd watch, until prefix holds exactly keys.
+func awaitKeys(t *testing.T, c *clientv3.Client, prefix string, keys ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20e9)
+	defer cancel()
+	for {
+		resp, err := c.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+		if err != nil {
+			t.Fatalf("list %s: %v", prefix, err)
+		}
+		var got []string
+		for _, kv := range resp.Kvs {
+			got = append(got, string(kv.Key))
+		}
+		if slices.Equal(got, keys) {
+			return
+		}
+		wch := c.Watch(ctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
+		if _, ok := <-wch; !ok {
+			t.Fatalf("keys under %s are %v, want %v", prefix, got, keys)
+		}
+	}
+}
