@@ -1,7 +1,6 @@
 package resolve
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -274,19 +273,24 @@ func (w *serviceWatch) apply(st *state, kv *mvccpb.KeyValue, deleted bool) {
 // publishState publishes st's instances, with carried ones still in grace,
 // sorted by ID and with one instance per address.
 func (w *serviceWatch) publishState(st *state) {
-	all := make([]discovery.Instance, 0, len(st.byKey)+len(st.carried))
-	for _, inst := range st.byKey {
-		all = append(all, inst)
+	// Sort keys, not Instances: strings move cheaply, structs do not.
+	keys := make([]string, 0, len(st.byKey)+len(st.carried))
+	for key := range st.byKey {
+		keys = append(keys, key)
 	}
-	for key, inst := range st.carried {
+	for key := range st.carried {
 		if _, ok := st.byKey[key]; !ok {
-			all = append(all, inst)
+			keys = append(keys, key)
 		}
 	}
-	slices.SortFunc(all, func(a, b discovery.Instance) int { return cmp.Compare(a.ID, b.ID) })
-	seen := make(map[string]bool, len(all))
-	list := all[:0]
-	for _, inst := range all {
+	slices.Sort(keys) // one prefix, so key order is ID order
+	seen := make(map[string]bool, len(keys))
+	list := make([]discovery.Instance, 0, len(keys))
+	for _, key := range keys {
+		inst, ok := st.byKey[key]
+		if !ok {
+			inst = st.carried[key]
+		}
 		if !seen[inst.Addr] {
 			seen[inst.Addr] = true
 			list = append(list, inst)
