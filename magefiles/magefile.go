@@ -3,7 +3,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/magefile/mage/mg"
@@ -43,18 +42,6 @@ func (Check) Gen() error {
 func (Check) Tests() error {
 	return goTestAll()
 }
-
-// Up starts etcd, greeter instances and the client demo (not built yet: see the services issue).
-func Up() error {
-	return errNotBuilt
-}
-
-// Down stops what a detached up left running (not built yet: see the services issue).
-func Down() error {
-	return errNotBuilt
-}
-
-var errNotBuilt = errors.New("not built yet: `up` and `down` arrive with the greeter and client services")
 
 // Rename changes the module-path prefix of every module (for example to github.com/you/shop) and regenerates code.
 func Rename(newPrefix string) error {

@@ -298,6 +298,7 @@ func TestPrefixOfAnotherServiceIsNotRead(t *testing.T) {
 	cc := dial(t, b, "hello")
 	l.await(t, "hello", "h")
 	l.await(t, "helloworld", "hw")
+	awaitSpread(t, cc, "h")
 	if got := spread(t, cc, 6); got["h"] != 6 {
 		t.Errorf("calls to hello reached %v, want only h", got)
 	}

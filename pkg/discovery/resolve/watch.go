@@ -142,12 +142,6 @@ func (w *serviceWatch) run(ctx context.Context) {
 	bo := backoff.Backoff{Base: minBackoff, Max: maxBackoff}
 	var lastList time.Time
 	for {
-		// Rate-limit lists that follow a relist request or a failure.
-		if wait := minRelistInterval - time.Since(lastList); wait > 0 && !lastList.IsZero() {
-			if !sleep(ctx, wait) {
-				return
-			}
-		}
 		lastList = time.Now()
 		rev, err := w.list(ctx, st)
 		if err != nil {
@@ -169,8 +163,15 @@ func (w *serviceWatch) run(ctx context.Context) {
 			return
 		}
 		w.log.Debug("watch ended; listing again", "err", err)
+		if errors.Is(err, errRelistRequested) && !sleep(ctx, minRelistInterval-time.Since(lastList)) {
+			return
+		}
 	}
 }
+
+// errRelistRequested ends a watch for a ResolveNow; such lists are
+// rate-limited, since gRPC asks whenever a connection fails.
+var errRelistRequested = errors.New("relist requested")
 
 // list reads the whole prefix and publishes it, returning its revision.
 func (w *serviceWatch) list(ctx context.Context, st *state) (int64, error) {
@@ -218,7 +219,7 @@ func (w *serviceWatch) watch(ctx context.Context, st *state, rev int64, reconnec
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-w.relist:
-			return errors.New("relist requested")
+			return errRelistRequested
 		case <-reconnected:
 			// etcd may have come back empty or older: only a list tells.
 			return errors.New("etcd connection re-established")
@@ -302,8 +303,12 @@ func (w *serviceWatch) publishState(st *state) {
 	}
 }
 
-// sleep waits d or until ctx ends, reporting whether ctx is still live.
+// sleep waits d (if positive) or until ctx ends, reporting whether ctx is
+// still live.
 func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
 	return sleepOr(ctx, d, nil)
 }
 

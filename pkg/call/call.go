@@ -1,0 +1,176 @@
+// Package call dials a service by name through etcd with rollcall's
+// defaults: per-call round robin over healthy instances, retries of
+// idempotent methods on another instance, keepalive, and a deadline on
+// every call.
+package call
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	_ "google.golang.org/grpc/health" // client-side health checking
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/descriptorpb"
+
+	"github.com/rollcall/rollcall/pkg/discovery"
+	"github.com/rollcall/rollcall/pkg/discovery/resolve"
+)
+
+// DefaultTimeout is the deadline of a call whose context has none.
+const DefaultTimeout = 10 * time.Second
+
+// Option changes Dial's defaults.
+type Option func(*options)
+
+type options struct {
+	serviceConfig string
+	timeout       time.Duration
+	creds         credentials.TransportCredentials
+	dialOpts      []grpc.DialOption
+}
+
+// WithServiceConfig replaces the default service config (see
+// ServiceConfig), e.g. to pick another balancing policy.
+func WithServiceConfig(json string) Option { return func(o *options) { o.serviceConfig = json } }
+
+// WithDefaultTimeout sets the deadline of calls whose context has none.
+func WithDefaultTimeout(d time.Duration) Option { return func(o *options) { o.timeout = d } }
+
+// WithTransportCredentials sets TLS; the default is plaintext.
+func WithTransportCredentials(c credentials.TransportCredentials) Option {
+	return func(o *options) { o.creds = c }
+}
+
+// WithDialOptions adds gRPC dial options after rollcall's, so they win.
+func WithDialOptions(opts ...grpc.DialOption) Option {
+	return func(o *options) { o.dialOpts = append(o.dialOpts, opts...) }
+}
+
+// Dial returns a connection to every registered instance of service,
+// resolved by rb. It does no I/O: connections open on the first call.
+func Dial(rb *resolve.Builder, service string, opts ...Option) (*grpc.ClientConn, error) {
+	if err := discovery.ValidateService(service); err != nil {
+		return nil, err
+	}
+	o := options{timeout: DefaultTimeout, creds: insecure.NewCredentials()}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.serviceConfig == "" {
+		o.serviceConfig = ServiceConfig(service)
+	}
+	dialOpts := append([]grpc.DialOption{
+		grpc.WithResolvers(rb),
+		grpc.WithTransportCredentials(o.creds),
+		grpc.WithDefaultServiceConfig(o.serviceConfig),
+		// Addresses come from etcd: never send them through $HTTPS_PROXY.
+		grpc.WithNoProxy(),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 20 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.WithChainUnaryInterceptor(timeoutUnary(o.timeout), rb.UnaryClientInterceptor()),
+		grpc.WithChainStreamInterceptor(rb.StreamClientInterceptor()),
+	}, o.dialOpts...)
+	conn, err := grpc.NewClient(rb.Target(service), dialOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", service, err)
+	}
+	return conn, nil
+}
+
+func timeoutUnary(d time.Duration) grpc.UnaryClientInterceptor {
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		if _, ok := ctx.Deadline(); !ok && d > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, d)
+			defer cancel()
+		}
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+}
+
+// ServiceConfig returns rollcall's default service config for service:
+//
+//   - round_robin over instances whose health service reports service
+//     SERVING (serve marks them so, and NOT_SERVING when they stop);
+//   - calls of idempotent methods (proto option idempotency_level
+//     NO_SIDE_EFFECTS or IDEMPOTENT, in any linked proto package) retried
+//     on UNAVAILABLE, so an instance killed mid-call costs no call;
+//   - retry throttling that lets a burst of such retries through.
+func ServiceConfig(service string) string {
+	type name struct {
+		Service string `json:"service"`
+		Method  string `json:"method,omitempty"`
+	}
+	type retryPolicy struct {
+		MaxAttempts          int      `json:"maxAttempts"`
+		InitialBackoff       string   `json:"initialBackoff"`
+		MaxBackoff           string   `json:"maxBackoff"`
+		BackoffMultiplier    float64  `json:"backoffMultiplier"`
+		RetryableStatusCodes []string `json:"retryableStatusCodes"`
+	}
+	type methodConfig struct {
+		Name        []name       `json:"name"`
+		RetryPolicy *retryPolicy `json:"retryPolicy,omitempty"`
+	}
+	var idempotent []name
+	protoregistry.GlobalFiles.RangeFiles(func(fd protoreflect.FileDescriptor) bool {
+		for i := range fd.Services().Len() {
+			sd := fd.Services().Get(i)
+			for j := range sd.Methods().Len() {
+				md := sd.Methods().Get(j)
+				if isIdempotent(md) {
+					idempotent = append(idempotent, name{Service: string(sd.FullName()), Method: string(md.Name())})
+				}
+			}
+		}
+		return true
+	})
+	slices.SortFunc(idempotent, func(a, b name) int {
+		if a.Service != b.Service {
+			return strings.Compare(a.Service, b.Service)
+		}
+		return strings.Compare(a.Method, b.Method)
+	})
+	cfg := map[string]any{
+		"loadBalancingConfig": []any{map[string]any{"round_robin": map[string]any{}}},
+		"healthCheckConfig":   map[string]any{"serviceName": service},
+		// Tokens drop by 1 per failed attempt and retries stop below half:
+		// 500 lets a burst of 250 failures retry, far above what one
+		// instance has in flight.
+		"retryThrottling": map[string]any{"maxTokens": 500, "tokenRatio": 0.1},
+	}
+	if len(idempotent) > 0 {
+		cfg["methodConfig"] = []methodConfig{{
+			Name: idempotent,
+			RetryPolicy: &retryPolicy{
+				MaxAttempts: 4, InitialBackoff: "0.01s", MaxBackoff: "0.1s", BackoffMultiplier: 2,
+				RetryableStatusCodes: []string{"UNAVAILABLE"},
+			},
+		}}
+	}
+	out, err := json.Marshal(cfg)
+	if err != nil {
+		panic(err) // static shapes: cannot fail
+	}
+	return string(out)
+}
+
+func isIdempotent(md protoreflect.MethodDescriptor) bool {
+	opts, ok := md.Options().(*descriptorpb.MethodOptions)
+	if !ok || opts == nil {
+		return false
+	}
+	switch opts.GetIdempotencyLevel() {
+	case descriptorpb.MethodOptions_NO_SIDE_EFFECTS, descriptorpb.MethodOptions_IDEMPOTENT:
+		return true
+	}
+	return false
+}

@@ -1,0 +1,82 @@
+// Package flagenv gives command-line flags environment-variable fallbacks:
+// a flag not given on the command line takes its variable's value, and a
+// bad value in either place is an error that names it.
+package flagenv
+
+import (
+	"flag"
+	"fmt"
+	"strings"
+)
+
+// Parse sets every flag of fs that is listed in env (flag name -> variable)
+// from the variable when it is set, then parses args over them, so the
+// command line wins. getenv is os.Getenv in a program.
+func Parse(fs *flag.FlagSet, env map[string]string, args []string, getenv func(string) string) error {
+	for name, variable := range env {
+		value := getenv(variable)
+		if value == "" {
+			continue
+		}
+		if fs.Lookup(name) == nil {
+			return fmt.Errorf("flagenv: no flag -%s for %s", name, variable)
+		}
+		if err := fs.Set(name, value); err != nil {
+			return fmt.Errorf("invalid %s=%q: %w", variable, value, err)
+		}
+	}
+	return fs.Parse(args)
+}
+
+// Usage describes the environment fallbacks for fs's usage message.
+func Usage(env map[string]string) string {
+	var b strings.Builder
+	for name, variable := range env {
+		fmt.Fprintf(&b, "  -%s  <- $%s\n", name, variable)
+	}
+	return b.String()
+}
+
+// List is a flag.Value of comma-separated strings.
+type List []string
+
+func (l *List) String() string { return strings.Join(*l, ",") }
+
+// Set replaces the list with value's comma-separated, trimmed, non-empty items.
+func (l *List) Set(value string) error {
+	*l = nil
+	for item := range strings.SplitSeq(value, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			*l = append(*l, item)
+		}
+	}
+	return nil
+}
+
+// Map is a flag.Value of comma-separated key=value pairs.
+type Map map[string]string
+
+func (m *Map) String() string {
+	parts := make([]string, 0, len(*m))
+	for k, v := range *m {
+		parts = append(parts, k+"="+v)
+	}
+	return strings.Join(parts, ",")
+}
+
+// Set replaces the map with value's pairs; an item without '=' is an error.
+func (m *Map) Set(value string) error {
+	out := Map{}
+	for item := range strings.SplitSeq(value, ",") {
+		if item = strings.TrimSpace(item); item == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(item, "=")
+		if !ok || strings.TrimSpace(k) == "" {
+			return fmt.Errorf("%q is not key=value", item)
+		}
+		out[strings.TrimSpace(k)] = strings.TrimSpace(v)
+	}
+	*m = out
+	return nil
+}

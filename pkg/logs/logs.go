@@ -1,0 +1,37 @@
+// Package logs makes the slog logger every rollcall process uses: text on
+// a terminal, JSON otherwise (for log collectors), at the level asked.
+package logs
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+)
+
+// New returns a logger writing to w. format is "text", "json", or "auto"
+// (text on a terminal, JSON otherwise).
+func New(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(strings.ToUpper(level))); err != nil {
+		return nil, fmt.Errorf("invalid log level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch {
+	case format == "text" || format == "auto" && isTerminal(w):
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case format == "json" || format == "auto":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("invalid log format %q: want text, json or auto", format)
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}

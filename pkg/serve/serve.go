@@ -1,0 +1,266 @@
+// Package serve runs a gRPC server that registers itself in etcd, in the
+// order that loses no call: listen, serve health and reflection, mark
+// SERVING, register. On shutdown the order reverses: mark NOT_SERVING,
+// revoke the registration, wait a drain delay so clients drop the
+// instance, then stop gracefully, bounded by a timeout.
+package serve
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/rollcall/rollcall/pkg/discovery"
+	"github.com/rollcall/rollcall/pkg/discovery/register"
+	"github.com/rollcall/rollcall/pkg/flagenv"
+)
+
+// Config says where a server listens and how it registers.
+type Config struct {
+	// Listen is the address to listen on, e.g. ":50051" or "127.0.0.1:0".
+	Listen string
+	// Advertise is the host:port clients dial; empty means the listen
+	// address, with 127.0.0.1 for a wildcard host.
+	Advertise string
+	// Service is the name the instance registers under and clients dial.
+	Service string
+	// ID identifies the instance; empty derives one from host and address.
+	ID        string
+	Namespace string
+	TTL       time.Duration
+	Version   string
+	Zone      string
+	Weight    uint
+	Labels    flagenv.Map
+	// DrainDelay is how long a stopping server keeps serving after it
+	// deregistered, so that clients drop it before it stops.
+	DrainDelay time.Duration
+	// StopTimeout bounds the graceful stop; then calls still running are
+	// cut.
+	StopTimeout time.Duration
+}
+
+// RegisterFlags adds the serving flags to fs with c's values as defaults,
+// and their environment fallbacks to env.
+func (c *Config) RegisterFlags(fs *flag.FlagSet, env map[string]string) {
+	if c.Namespace == "" {
+		c.Namespace = discovery.DefaultNamespace
+	}
+	if c.TTL == 0 {
+		c.TTL = register.DefaultTTL
+	}
+	if c.DrainDelay == 0 {
+		c.DrainDelay = time.Second
+	}
+	if c.StopTimeout == 0 {
+		c.StopTimeout = 10 * time.Second
+	}
+	fs.StringVar(&c.Listen, "listen", c.Listen, "address to listen on")
+	fs.StringVar(&c.Advertise, "advertise", c.Advertise, "host:port clients dial (default: the listen address, 127.0.0.1 for a wildcard host)")
+	fs.StringVar(&c.Service, "service", c.Service, "service name to register under")
+	fs.StringVar(&c.ID, "id", c.ID, "instance ID (default: <hostname>-<advertised address>)")
+	fs.StringVar(&c.Namespace, "namespace", c.Namespace, "first segment of etcd keys")
+	fs.DurationVar(&c.TTL, "ttl", c.TTL, "lease TTL of the registration")
+	fs.StringVar(&c.Version, "version", c.Version, "version metadata")
+	fs.StringVar(&c.Zone, "zone", c.Zone, "zone metadata")
+	fs.UintVar(&c.Weight, "weight", c.Weight, "relative weight for weight-aware balancing (0 means 1)")
+	fs.Var(&c.Labels, "labels", "labels metadata, k=v,k=v")
+	fs.DurationVar(&c.DrainDelay, "drain-delay", c.DrainDelay, "how long to keep serving after deregistering")
+	fs.DurationVar(&c.StopTimeout, "stop-timeout", c.StopTimeout, "bound on the graceful stop")
+	for name, variable := range map[string]string{
+		"listen": "LISTEN_ADDR", "advertise": "ADVERTISE_ADDR", "service": "SERVICE_NAME", "id": "INSTANCE_ID",
+		"namespace": "DISCOVERY_NAMESPACE", "ttl": "REGISTER_TTL", "version": "INSTANCE_VERSION", "zone": "INSTANCE_ZONE",
+		"weight": "INSTANCE_WEIGHT", "labels": "INSTANCE_LABELS", "drain-delay": "DRAIN_DELAY", "stop-timeout": "STOP_TIMEOUT",
+	} {
+		env[name] = variable
+	}
+}
+
+// Validate checks every field; errors name the bad value.
+func (c Config) Validate() error {
+	var errs []error
+	if _, port, err := net.SplitHostPort(c.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("invalid listen address %q: %w", c.Listen, err))
+	} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		errs = append(errs, fmt.Errorf("invalid listen address %q: port must be 0-65535", c.Listen))
+	}
+	if c.Advertise != "" {
+		errs = append(errs, discovery.ValidateAddr(c.Advertise))
+	}
+	errs = append(errs, discovery.ValidateService(c.Service), discovery.ValidateNamespace(c.Namespace))
+	if c.ID != "" {
+		errs = append(errs, discovery.ValidateID(c.ID))
+	}
+	if c.TTL < time.Second {
+		errs = append(errs, fmt.Errorf("invalid ttl %v: at least 1s", c.TTL))
+	}
+	if c.Weight > 1<<16 {
+		errs = append(errs, fmt.Errorf("invalid weight %d: at most 65536", c.Weight))
+	}
+	if len(c.Labels) > discovery.MaxLabels {
+		errs = append(errs, fmt.Errorf("%d labels: at most %d", len(c.Labels), discovery.MaxLabels))
+	}
+	if c.DrainDelay < 0 || c.StopTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("invalid drain-delay %v or stop-timeout %v: want drain-delay >= 0 and stop-timeout > 0", c.DrainDelay, c.StopTimeout))
+	}
+	return errors.Join(errs...)
+}
+
+// Server is a gRPC server with health, reflection and registration.
+type Server struct {
+	cfg    Config
+	etcd   *clientv3.Client
+	base   *slog.Logger // without the instance's attributes, which register adds
+	log    *slog.Logger
+	lis    net.Listener
+	grpc   *grpc.Server
+	health *health.Server
+	inst   discovery.Instance
+	reg    *register.Registration
+}
+
+var _ grpc.ServiceRegistrar = (*Server)(nil)
+
+// New validates cfg and listens, so a taken port fails here, before
+// anything registers. Register services on the result, then Run it.
+func New(cfg Config, etcd *clientv3.Client, log *slog.Logger, opts ...grpc.ServerOption) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	lis, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	advertise := cfg.Advertise
+	if advertise == "" {
+		host, _, _ := net.SplitHostPort(cfg.Listen)
+		if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+			host = "127.0.0.1"
+		}
+		advertise = net.JoinHostPort(host, strconv.Itoa(lis.Addr().(*net.TCPAddr).Port))
+	}
+	inst := discovery.Instance{
+		Service: cfg.Service, ID: cfg.ID, Addr: advertise,
+		Metadata: discovery.Metadata{Version: cfg.Version, Zone: cfg.Zone, Weight: uint32(cfg.Weight), Labels: cfg.Labels},
+	}
+	if inst.ID == "" {
+		inst.ID = discovery.DefaultID(advertise)
+	}
+	if err := inst.Validate(); err != nil {
+		lis.Close()
+		return nil, err
+	}
+	opts = append([]grpc.ServerOption{
+		// Accept the keepalive pings of rollcall's clients (every 20 s)
+		// instead of closing their connections with too_many_pings.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	}, opts...)
+	s := &Server{
+		cfg: cfg, etcd: etcd, lis: lis, inst: inst, base: log,
+		log:    log.With("service", cfg.Service, "instance", inst.ID, "addr", advertise),
+		grpc:   grpc.NewServer(opts...),
+		health: health.NewServer(),
+	}
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	reflection.Register(s.grpc)
+	return s, nil
+}
+
+// Close releases the listener of a server that never ran; after Run it
+// does nothing. Wire cleanups call it when a later constructor fails.
+func (s *Server) Close() {
+	s.grpc.Stop()
+	s.lis.Close()
+}
+
+// RegisterService registers a gRPC service implementation.
+func (s *Server) RegisterService(desc *grpc.ServiceDesc, impl any) {
+	s.grpc.RegisterService(desc, impl)
+}
+
+// Instance is what the server registers.
+func (s *Server) Instance() discovery.Instance { return s.inst }
+
+// Registration is the server's registration while Run runs, else nil.
+func (s *Server) Registration() *register.Registration { return s.reg }
+
+// Run serves until ctx ends, then shuts down in order and returns nil, or
+// returns the error that stopped serving.
+func (s *Server) Run(ctx context.Context) error {
+	served := make(chan error, 1)
+	go func() { served <- s.grpc.Serve(s.lis) }()
+
+	s.setServing(healthpb.HealthCheckResponse_SERVING)
+	reg, err := register.New(s.etcd, s.inst,
+		register.WithNamespace(s.cfg.Namespace), register.WithTTL(s.cfg.TTL), register.WithLogger(s.base))
+	if err != nil {
+		s.grpc.Stop()
+		<-served
+		return err
+	}
+	s.reg = reg
+	s.log.Info("serving", "listen", s.lis.Addr().String())
+
+	select {
+	case err := <-served:
+		reg.Close(context.Background())
+		return fmt.Errorf("serve %s: %w", s.lis.Addr(), err)
+	case <-ctx.Done():
+	}
+	return s.shutdown(reg, served)
+}
+
+func (s *Server) setServing(status healthpb.HealthCheckResponse_ServingStatus) {
+	s.health.SetServingStatus("", status)
+	s.health.SetServingStatus(s.cfg.Service, status)
+	for name := range s.grpc.GetServiceInfo() {
+		s.health.SetServingStatus(name, status)
+	}
+}
+
+// revokeTimeout bounds the deregistration when etcd does not answer; the
+// lease then expires by itself.
+const revokeTimeout = 2 * time.Second
+
+// shutdown: NOT_SERVING, deregister, drain, graceful stop with a bound.
+func (s *Server) shutdown(reg *register.Registration, served <-chan error) error {
+	s.log.Info("stopping: not serving, deregistering, draining", "drain", s.cfg.DrainDelay)
+	s.health.Shutdown() // every status NOT_SERVING: health-checking clients stop picking us
+	revokeCtx, cancelRevoke := context.WithTimeout(context.Background(), revokeTimeout)
+	if err := reg.Close(revokeCtx); err != nil {
+		s.log.Warn("deregistering failed; the key expires with its lease", "err", err)
+	}
+	cancelRevoke()
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StopTimeout)
+	defer cancel()
+	// Clients learn of the deregistration through their etcd watch; keep
+	// answering meanwhile. This wait is the point, not a synchronization.
+	select {
+	case <-time.After(s.cfg.DrainDelay):
+	case <-ctx.Done():
+	}
+	stopped := make(chan struct{})
+	go func() { s.grpc.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-ctx.Done():
+		s.log.Warn("graceful stop timed out; cutting remaining calls", "timeout", s.cfg.StopTimeout)
+		s.grpc.Stop()
+		<-stopped
+	}
+	<-served
+	s.log.Info("stopped")
+	return nil
+}

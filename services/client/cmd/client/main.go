@@ -1,0 +1,44 @@
+// Command client calls a service found through etcd, per call, and shows
+// how the calls spread over its instances. Run with -h for its flags.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/rollcall/rollcall/pkg/logs"
+	"github.com/rollcall/rollcall/services/client/internal/config"
+)
+
+func main() {
+	if err := run(); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "client:", err)
+		}
+		os.Exit(2)
+	}
+}
+
+func run() error {
+	cfg, err := config.Load(os.Args[1:], os.Getenv, os.Stderr)
+	if err != nil {
+		return err
+	}
+	log, err := logs.New(os.Stderr, cfg.LogLevel, cfg.LogFormat)
+	if err != nil {
+		return err
+	}
+	c, cleanup, err := wireCaller(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return c.Run(ctx)
+}

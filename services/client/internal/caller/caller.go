@@ -1,0 +1,165 @@
+// Package caller calls the greeter, per call, and records which instance
+// answered: slowly with every answer shown (demo), or from many workers
+// in a closed loop (load).
+package caller
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/google/wire"
+	"google.golang.org/grpc/status"
+
+	greeterv1 "github.com/rollcall/rollcall/api/greeter/v1"
+	"github.com/rollcall/rollcall/services/client/internal/config"
+	"github.com/rollcall/rollcall/services/client/internal/stats"
+	"github.com/rollcall/rollcall/services/client/internal/view"
+)
+
+// ProviderSet is the caller's providers.
+var ProviderSet = wire.NewSet(New, stats.NewRecorder)
+
+// Caller runs the configured mode.
+type Caller struct {
+	cfg     *config.Config
+	greeter greeterv1.GreeterServiceClient
+	rec     *stats.Recorder
+	out     io.Writer
+
+	mu     sync.Mutex
+	recent []string // last answers, for the table view
+}
+
+// New returns a Caller writing its view to standard output.
+func New(cfg *config.Config, greeter greeterv1.GreeterServiceClient, rec *stats.Recorder) *Caller {
+	return &Caller{cfg: cfg, greeter: greeter, rec: rec, out: os.Stdout}
+}
+
+// Run calls until ctx ends or the configured duration passes, then prints
+// the summary: a table, and in load mode a JSON line too.
+func (c *Caller) Run(ctx context.Context) error {
+	if c.cfg.Duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.cfg.Duration)
+		defer cancel()
+	}
+	mode := c.cfg.View
+	if mode == "auto" {
+		mode = "lines"
+		if isTerminal(c.out) {
+			mode = "table"
+		}
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { c.show(ctx, mode) })
+	if c.cfg.Mode == config.ModeLoad {
+		c.load(ctx)
+	} else {
+		c.demo(ctx, mode == "lines")
+	}
+	wg.Wait()
+
+	s := c.rec.Summary()
+	fmt.Fprintln(c.out, "summary:")
+	view.Table(c.out, s)
+	if c.cfg.Mode == config.ModeLoad {
+		return json.NewEncoder(c.out).Encode(s)
+	}
+	return nil
+}
+
+// once makes one call and records it; it returns the answer or error text.
+func (c *Caller) once(parent context.Context) string {
+	ctx, cancel := context.WithTimeout(parent, c.cfg.Timeout)
+	defer cancel()
+	start := time.Now()
+	resp, err := c.greeter.SayHello(ctx, &greeterv1.SayHelloRequest{Name: c.cfg.Name})
+	latency := time.Since(start)
+	if err != nil && parent.Err() != nil {
+		return "stopped" // the run ended mid-call: not the service's failure
+	}
+	if err != nil {
+		c.rec.Record("", status.Code(err).String(), latency)
+		return fmt.Sprintf("error after %v: %v", latency.Round(time.Microsecond), err)
+	}
+	c.rec.Record(resp.GetInstanceId(), "OK", latency)
+	return fmt.Sprintf("%s  (%v)", resp.GetMessage(), latency.Round(time.Microsecond))
+}
+
+func (c *Caller) demo(ctx context.Context, printEach bool) {
+	tick := time.NewTicker(time.Duration(float64(time.Second) / c.cfg.Rate))
+	defer tick.Stop()
+	for n := 1; ; n++ {
+		answer := c.once(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		line := fmt.Sprintf("call %d: %s", n, answer)
+		if printEach {
+			fmt.Fprintln(c.out, line)
+		}
+		c.mu.Lock()
+		c.recent = append(c.recent, line)
+		if len(c.recent) > 6 {
+			c.recent = c.recent[1:]
+		}
+		c.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (c *Caller) load(ctx context.Context) {
+	var wg sync.WaitGroup
+	for range c.cfg.Concurrency {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				c.once(ctx)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// show refreshes the view about once a second until ctx ends.
+func (c *Caller) show(ctx context.Context, mode string) {
+	if mode == "none" {
+		return
+	}
+	live := view.NewLive(c.out)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		s := c.rec.Summary()
+		if mode == "table" {
+			c.mu.Lock()
+			recent := append([]string(nil), c.recent...)
+			c.mu.Unlock()
+			live.Draw(s, recent)
+		} else {
+			view.Line(c.out, s)
+		}
+	}
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}

@@ -1,0 +1,43 @@
+// Package server serves the greeter over gRPC and registers it in etcd.
+package server
+
+import (
+	"fmt"
+	"log/slog"
+
+	"github.com/google/wire"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/rollcall/rollcall/pkg/discovery"
+	"github.com/rollcall/rollcall/pkg/serve"
+	"github.com/rollcall/rollcall/services/greeter/internal/config"
+	"github.com/rollcall/rollcall/services/greeter/internal/service"
+)
+
+// ProviderSet is the server layer's providers.
+var ProviderSet = wire.NewSet(NewEtcdClient, NewGRPCServer, Instance, Latency)
+
+// NewEtcdClient connects to etcd as configured; the cleanup closes it.
+func NewEtcdClient(cfg *config.Config, log *slog.Logger) (*clientv3.Client, func(), error) {
+	c, err := cfg.Etcd.NewClient()
+	if err != nil {
+		return nil, nil, fmt.Errorf("etcd client: %w", err)
+	}
+	log.Info("etcd client", "etcd", cfg.Etcd.String())
+	return c, func() { c.Close() }, nil
+}
+
+// NewGRPCServer listens and returns the server the greeter runs on.
+func NewGRPCServer(cfg *config.Config, etcd *clientv3.Client, log *slog.Logger) (*serve.Server, func(), error) {
+	s, err := serve.New(cfg.Serve, etcd, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	return s, s.Close, nil
+}
+
+// Instance is what the server registers: the greeter names it in answers.
+func Instance(s *serve.Server) discovery.Instance { return s.Instance() }
+
+// Latency is the configured artificial delay.
+func Latency(cfg *config.Config) service.Latency { return service.Latency(cfg.Latency) }
