@@ -4,8 +4,12 @@
 package flagenv
 
 import (
+	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"maps"
+	"slices"
 	"strings"
 )
 
@@ -25,14 +29,23 @@ func Parse(fs *flag.FlagSet, env map[string]string, args []string, getenv func(s
 			return fmt.Errorf("invalid %s=%q: %w", variable, value, err)
 		}
 	}
-	return fs.Parse(args)
+	// The flag package prints the whole usage on any error; a bad value
+	// should cost one line, so print usage only when asked for (-h).
+	out := fs.Output()
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	fs.SetOutput(out)
+	if errors.Is(err, flag.ErrHelp) {
+		fs.Usage()
+	}
+	return err
 }
 
 // Usage describes the environment fallbacks for fs's usage message.
 func Usage(env map[string]string) string {
 	var b strings.Builder
-	for name, variable := range env {
-		fmt.Fprintf(&b, "  -%s  <- $%s\n", name, variable)
+	for _, name := range slices.Sorted(maps.Keys(env)) {
+		fmt.Fprintf(&b, "  -%s  <- $%s\n", name, env[name])
 	}
 	return b.String()
 }

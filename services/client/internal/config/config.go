@@ -65,9 +65,9 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (*Config, 
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text, json, or auto (text on a terminal)")
 	fs.Usage = func() {
-		fmt.Fprintf(usage, "Usage of client:\n")
+		fmt.Fprintf(fs.Output(), "Usage of client:\n")
 		fs.PrintDefaults()
-		fmt.Fprintf(usage, "Environment fallbacks:\n%s", flagenv.Usage(env))
+		fmt.Fprintf(fs.Output(), "Environment fallbacks:\n%s", flagenv.Usage(env))
 	}
 	if err := flagenv.Parse(fs, env, args, getenv); err != nil {
 		return nil, err

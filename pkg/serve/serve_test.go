@@ -1,0 +1,219 @@
+package serve_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/rollcall/rollcall/pkg/etcdtest"
+	"github.com/rollcall/rollcall/pkg/serve"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, etcdtest.IgnoredGoroutines()...)
+}
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func config() serve.Config {
+	return serve.Config{Listen: "127.0.0.1:0", Service: "greeter", ID: "g1", Namespace: "rollcall",
+		TTL: 10 * time.Second, DrainDelay: 300 * time.Millisecond, StopTimeout: 5 * time.Second}
+}
+
+// events records, in order, what a client and an etcd watcher observe.
+type events struct {
+	mu   sync.Mutex
+	list []string
+}
+
+func (e *events) add(s string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.list) == 0 || e.list[len(e.list)-1] != s {
+		e.list = append(e.list, s)
+	}
+}
+
+func (e *events) String() string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return strings.Join(e.list, " -> ")
+}
+
+// The shutdown order is what keeps clients from losing calls: they see
+// NOT_SERVING, then the key goes, and the server still answers during the
+// drain delay, then stops.
+func TestShutdownOrder(t *testing.T) {
+	srv := etcdtest.Start(t)
+	etcd := srv.Client()
+	s, err := serve.New(config(), etcd, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- s.Run(ctx) }()
+
+	conn, err := grpc.NewClient(s.Instance().Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	health := healthpb.NewHealthClient(conn)
+
+	var ev events
+	watchCtx, cancelWatch := context.WithCancel(context.Background())
+	defer cancelWatch()
+	serving := make(chan struct{})
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancelWatch()
+	wg.Go(func() {
+		stream, err := health.Watch(watchCtx, &healthpb.HealthCheckRequest{Service: "greeter"})
+		if err != nil {
+			return
+		}
+		for {
+			resp, err := stream.Recv()
+			if err != nil {
+				return
+			}
+			ev.add("health " + resp.GetStatus().String())
+			if resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+				select {
+				case <-serving:
+				default:
+					close(serving)
+				}
+			}
+		}
+	})
+	<-serving
+	key := "rollcall/greeter/g1"
+	registered := awaitKey(t, etcd, key)
+
+	deleted := make(chan struct{})
+	wg.Go(func() {
+		for resp := range etcd.Watch(watchCtx, key, clientv3.WithRev(registered+1)) {
+			for _, e := range resp.Events {
+				if e.Type == clientv3.EventTypeDelete {
+					ev.add("key deleted")
+					close(deleted)
+					return
+				}
+			}
+		}
+	})
+
+	stop()
+	<-deleted
+	// Draining: the server still answers calls after it deregistered.
+	callCtx, cancel := context.WithTimeout(context.Background(), time.Second)
+	_, err = health.Check(callCtx, &healthpb.HealthCheckRequest{})
+	cancel()
+	if err != nil {
+		t.Errorf("call during the drain delay failed: %v", err)
+	} else {
+		ev.add("call answered")
+	}
+	if err := <-ran; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	ev.add("stopped")
+
+	want := "health SERVING -> health NOT_SERVING -> key deleted -> call answered -> stopped"
+	if got := ev.String(); got != want {
+		t.Errorf("shutdown order:\n got %s\nwant %s", got, want)
+	}
+}
+
+// awaitKey waits for key to exist and returns its revision.
+func awaitKey(t *testing.T, c *clientv3.Client, key string) int64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := c.Get(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Kvs) > 0 {
+		return resp.Header.Revision
+	}
+	for wresp := range c.Watch(ctx, key, clientv3.WithRev(resp.Header.Revision+1)) {
+		for _, e := range wresp.Events {
+			if e.Type == clientv3.EventTypePut {
+				return wresp.Header.Revision
+			}
+		}
+	}
+	t.Fatalf("key %s never appeared", key)
+	return 0
+}
+
+func TestServesWhileEtcdIsDown(t *testing.T) {
+	srv := etcdtest.Start(t)
+	etcd := srv.Client()
+	srv.Stop()
+	s, err := serve.New(config(), etcd, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- s.Run(ctx) }()
+	conn, err := grpc.NewClient(s.Instance().Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	callCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := healthpb.NewHealthClient(conn).Check(callCtx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true)); err != nil {
+		t.Errorf("call with etcd down: %v", err)
+	}
+	srv.Start()
+	awaitKey(t, etcd, "rollcall/greeter/g1")
+	stop()
+	if err := <-ran; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestNewRejectsBadConfig(t *testing.T) {
+	tests := []struct {
+		name    string
+		mutate  func(*serve.Config)
+		wantErr string
+	}{
+		{"listen without port", func(c *serve.Config) { c.Listen = "127.0.0.1" }, `invalid listen address "127.0.0.1"`},
+		{"advertise wildcard", func(c *serve.Config) { c.Advertise = "0.0.0.0:1" }, `invalid address "0.0.0.0:1"`},
+		{"service", func(c *serve.Config) { c.Service = "Greeter!" }, `invalid service name "Greeter!"`},
+		{"ttl", func(c *serve.Config) { c.TTL = 0 }, "invalid ttl 0s"},
+		{"weight", func(c *serve.Config) { c.Weight = 1 << 20 }, "invalid weight 1048576"},
+		{"stop timeout", func(c *serve.Config) { c.StopTimeout = 0 }, "stop-timeout 0s"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := config()
+			tt.mutate(&cfg)
+			s, err := serve.New(cfg, nil, quiet())
+			if err == nil {
+				s.Close()
+				t.Fatalf("New succeeded; want error containing %q", tt.wantErr)
+			}
+			if !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("New error = %q, want it to contain %q", err, tt.wantErr)
+			}
+		})
+	}
+}

@@ -1,0 +1,312 @@
+package main_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/status"
+
+	greeterv1 "github.com/rollcall/rollcall/api/greeter/v1"
+	"github.com/rollcall/rollcall/pkg/call"
+	"github.com/rollcall/rollcall/pkg/discovery"
+	"github.com/rollcall/rollcall/pkg/discovery/resolve"
+	"github.com/rollcall/rollcall/pkg/etcdtest"
+)
+
+// buildGreeter builds this command once per test binary.
+var buildGreeter = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "greeter-bin-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "greeter")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return bin, nil
+})
+
+// greeter is one greeter process.
+type greeter struct {
+	id     string
+	cmd    *exec.Cmd
+	exited chan struct{}
+	err    error
+}
+
+func startGreeter(t *testing.T, etcd, id string, extra ...string) *greeter {
+	t.Helper()
+	bin, err := buildGreeter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := append([]string{"-listen", "127.0.0.1:0", "-id", id, "-etcd-endpoints", etcd, "-log-format", "text"}, extra...)
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	if testing.Verbose() {
+		cmd.Stderr = os.Stderr
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	g := &greeter{id: id, cmd: cmd, exited: make(chan struct{})}
+	go func() { g.err = cmd.Wait(); close(g.exited) }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-g.exited
+	})
+	return g
+}
+
+// cluster is etcd, three greeter processes and a client dialed the
+// default way, with the resolver's lists observable.
+type cluster struct {
+	etcd     *etcdtest.Server
+	greeters []*greeter
+	client   greeterv1.GreeterServiceClient
+
+	mu      sync.Mutex
+	history [][]string
+	last    []string
+	changed chan struct{}
+}
+
+func startCluster(t *testing.T) *cluster {
+	srv := etcdtest.Start(t)
+	c := &cluster{etcd: srv, changed: make(chan struct{})}
+	for i := 1; i <= 3; i++ {
+		c.greeters = append(c.greeters, startGreeter(t, srv.Endpoint(), fmt.Sprintf("g%d", i)))
+	}
+	rb, err := resolve.NewBuilder(srv.Client(), resolve.WithOnUpdate(func(_ string, list []discovery.Instance) {
+		ids := make([]string, len(list))
+		for i, inst := range list {
+			ids[i] = inst.ID
+		}
+		c.mu.Lock()
+		c.history = append(c.history, ids)
+		c.last = ids
+		close(c.changed)
+		c.changed = make(chan struct{})
+		c.mu.Unlock()
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := call.Dial(rb, "greeter")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	conn.Connect()
+	c.client = greeterv1.NewGreeterServiceClient(conn)
+	c.awaitList(t, "g1", "g2", "g3")
+	c.awaitServedBy(t, "g1", "g2", "g3")
+	return c
+}
+
+// awaitServedBy calls until each of ids answered: the channel has caught
+// up with the list the resolver published.
+func (c *cluster) awaitServedBy(t *testing.T, ids ...string) {
+	t.Helper()
+	seen := map[string]bool{}
+	deadline := time.Now().Add(30 * time.Second)
+	for len(seen) < len(ids) {
+		if id, err := oneCall(c.client, false); err == nil {
+			seen[id] = true
+		} else if time.Now().After(deadline) {
+			t.Fatalf("instances %v never all answered; last error %v", ids, err)
+		}
+	}
+}
+
+func (c *cluster) awaitList(t *testing.T, ids ...string) {
+	t.Helper()
+	timeout := time.After(30 * time.Second)
+	for {
+		c.mu.Lock()
+		last, changed := c.last, c.changed
+		c.mu.Unlock()
+		if slices.Equal(last, ids) {
+			return
+		}
+		select {
+		case <-changed:
+		case <-timeout:
+			t.Fatalf("resolver list %v never became %v", last, ids)
+		}
+	}
+}
+
+// load runs 32 closed-loop workers until stop, counting calls per
+// instance and every failure.
+type load struct {
+	ok       atomic.Int64
+	mu       sync.Mutex
+	byID     map[string]int
+	failures []string
+	stop     chan struct{}
+	wg       sync.WaitGroup
+}
+
+func startLoad(c *cluster, stream bool) *load {
+	l := &load{byID: map[string]int{}, stop: make(chan struct{})}
+	for w := range 32 {
+		l.wg.Go(func() {
+			for {
+				select {
+				case <-l.stop:
+					return
+				default:
+				}
+				id, err := oneCall(c.client, stream && w%4 == 0)
+				l.mu.Lock()
+				if err != nil {
+					l.failures = append(l.failures, fmt.Sprintf("%v (%s)", err, status.Code(err)))
+				} else {
+					l.byID[id]++
+					l.ok.Add(1)
+				}
+				l.mu.Unlock()
+			}
+		})
+	}
+	return l
+}
+
+// oneCall makes a SayHello call, or a StreamHellos call of 3 messages.
+func oneCall(c greeterv1.GreeterServiceClient, stream bool) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if !stream {
+		resp, err := c.SayHello(ctx, &greeterv1.SayHelloRequest{Name: "test"})
+		return resp.GetInstanceId(), err
+	}
+	s, err := c.StreamHellos(ctx, &greeterv1.StreamHellosRequest{Name: "test", Count: 3})
+	if err != nil {
+		return "", err
+	}
+	var id string
+	for n := 0; ; n++ {
+		msg, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			if n != 3 {
+				return "", fmt.Errorf("stream ended after %d of 3 messages", n)
+			}
+			return id, nil
+		}
+		if err != nil {
+			return "", err
+		}
+		id = msg.GetInstanceId()
+	}
+}
+
+// awaitCalls waits until n more calls succeeded.
+func (l *load) awaitCalls(t *testing.T, n int64) {
+	t.Helper()
+	target := l.ok.Load() + n
+	deadline := time.Now().Add(30 * time.Second)
+	for l.ok.Load() < target {
+		if time.Now().After(deadline) {
+			t.Fatalf("load stalled: %d calls succeeded, waiting for %d", l.ok.Load(), target)
+		}
+		time.Sleep(10 * time.Millisecond) // polling a counter of real calls; nothing to await
+	}
+}
+
+func (l *load) finish() (map[string]int, []string) {
+	close(l.stop)
+	l.wg.Wait()
+	return l.byID, l.failures
+}
+
+// kill -9 of one of three instances under load loses no call of an
+// idempotent method: in-flight calls are retried on another instance.
+func TestKillOneInstanceLosesNoIdempotentCall(t *testing.T) {
+	c := startCluster(t)
+	l := startLoad(c, false)
+	l.awaitCalls(t, 3000)
+
+	victim := c.greeters[1]
+	victim.cmd.Process.Signal(syscall.SIGKILL)
+	<-victim.exited
+	l.awaitCalls(t, 3000)
+	byID, failures := l.finish()
+
+	if len(failures) > 0 {
+		t.Errorf("%d calls failed after kill -9, want 0; first: %s", len(failures), failures[0])
+	}
+	if byID["g1"] == 0 || byID["g3"] == 0 {
+		t.Errorf("calls per instance %v: survivors should share the load", byID)
+	}
+	t.Logf("calls per instance: %v", byID)
+}
+
+// SIGTERM of one instance loses no call of any method, streams included:
+// it stops being picked, deregisters, drains, then stops gracefully.
+func TestSigtermOneInstanceLosesNoCall(t *testing.T) {
+	c := startCluster(t)
+	l := startLoad(c, true)
+	l.awaitCalls(t, 3000)
+
+	victim := c.greeters[1]
+	victim.cmd.Process.Signal(syscall.SIGTERM)
+	<-victim.exited
+	c.awaitList(t, "g1", "g3")
+	l.awaitCalls(t, 3000)
+	byID, failures := l.finish()
+
+	if victim.err != nil {
+		t.Errorf("greeter exited with %v after SIGTERM, want status 0", victim.err)
+	}
+	if len(failures) > 0 {
+		t.Errorf("%d calls failed after SIGTERM, want 0; first: %s; lists %v", len(failures), failures[0], c.history)
+	}
+	t.Logf("calls per instance: %v", byID)
+}
+
+func TestBadFlagStopsAtStartNamingIt(t *testing.T) {
+	bin, err := buildGreeter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		args    []string
+		env     string
+		wantErr string
+	}{
+		{[]string{"-listen", "nope"}, "", `invalid listen address "nope"`},
+		{[]string{"-ttl", "0s"}, "", "invalid ttl 0s"},
+		{nil, "REGISTER_TTL=soon", `invalid REGISTER_TTL="soon"`},
+		{[]string{"-etcd-endpoints", "http://"}, "", `invalid etcd endpoint "http://"`},
+		{[]string{"-labels", "novalue"}, "", `"novalue" is not key=value`},
+		{[]string{"-latency", "-1s"}, "", "invalid latency -1s"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(append(tt.args, tt.env), " "), func(t *testing.T) {
+			cmd := exec.Command(bin, tt.args...)
+			cmd.Env = append(os.Environ(), tt.env)
+			out, err := cmd.CombinedOutput()
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() != 2 {
+				t.Fatalf("exit = %v, want status 2; output %s", err, out)
+			}
+			if lines := strings.Count(strings.TrimSpace(string(out)), "\n") + 1; lines != 1 || !strings.Contains(string(out), tt.wantErr) {
+				t.Errorf("output %q: want one line containing %q", out, tt.wantErr)
+			}
+		})
+	}
+}
