@@ -28,15 +28,16 @@ func Up(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	client, err := s.startClient()
+	if err != nil {
+		s.stopAll()
+		return err
+	}
 	if s.detached {
 		fmt.Printf("running in the background; logs in %s; stop with: go run mage.go down\n", filepath.Join(runDir, "logs"))
 		return nil
 	}
 	defer s.stopAll()
-	client, err := s.startClient()
-	if err != nil {
-		return err
-	}
 	select {
 	case <-ctx.Done():
 		s.say("stopping: client, then greeters (deregister, drain), then etcd")
