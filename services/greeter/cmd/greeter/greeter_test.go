@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -153,8 +152,10 @@ func (c *cluster) awaitList(t *testing.T, ids ...string) {
 // load runs 32 closed-loop workers until stop, counting calls per
 // instance and every failure.
 type load struct {
-	ok       atomic.Int64
 	mu       sync.Mutex
+	ok       int64
+	goal     int64
+	reached  chan struct{} // closed when ok reaches goal
 	byID     map[string]int
 	failures []string
 	stop     chan struct{}
@@ -177,7 +178,11 @@ func startLoad(c *cluster, stream bool) *load {
 					l.failures = append(l.failures, fmt.Sprintf("%v (%s)", err, status.Code(err)))
 				} else {
 					l.byID[id]++
-					l.ok.Add(1)
+					l.ok++
+					if l.reached != nil && l.ok >= l.goal {
+						close(l.reached)
+						l.reached = nil
+					}
 				}
 				l.mu.Unlock()
 			}
@@ -217,13 +222,17 @@ func oneCall(c greeterv1.GreeterServiceClient, stream bool) (string, error) {
 // awaitCalls waits until n more calls succeeded.
 func (l *load) awaitCalls(t *testing.T, n int64) {
 	t.Helper()
-	target := l.ok.Load() + n
-	deadline := time.Now().Add(30 * time.Second)
-	for l.ok.Load() < target {
-		if time.Now().After(deadline) {
-			t.Fatalf("load stalled: %d calls succeeded, waiting for %d", l.ok.Load(), target)
-		}
-		time.Sleep(10 * time.Millisecond) // polling a counter of real calls; nothing to await
+	l.mu.Lock()
+	l.goal = l.ok + n
+	reached := make(chan struct{})
+	l.reached = reached
+	l.mu.Unlock()
+	select {
+	case <-reached:
+	case <-time.After(30 * time.Second):
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		t.Fatalf("load stalled: %d calls succeeded, waiting for %d", l.ok, l.goal)
 	}
 }
 
