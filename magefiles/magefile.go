@@ -25,9 +25,9 @@ func Lint() error {
 	return lint()
 }
 
-// Test runs every check CI runs: generated-code drift, lint, then every module's tests with -race.
+// Test runs every check CI runs: generated-code drift, lint, every module's tests with -race, and the benchmark smoke.
 func Test() {
-	mg.SerialDeps(Check.Gen, Lint, Check.Tests)
+	mg.SerialDeps(Check.Gen, Lint, Check.Tests, Bench.Smoke)
 }
 
 // Check groups the checks that Test runs, for running one at a time.

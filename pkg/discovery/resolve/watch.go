@@ -22,8 +22,9 @@ const (
 	minBackoff = 100 * time.Millisecond
 	maxBackoff = time.Second
 	// minRelistInterval rate-limits re-lists that gRPC asks for through
-	// ResolveNow (it asks whenever a connection fails).
-	minRelistInterval = time.Second
+	// ResolveNow (it asks whenever a connection fails). The watch keeps
+	// the list current meanwhile.
+	minRelistInterval = 5 * time.Second
 	// historyLossGrace is how long instances are kept after etcd came back
 	// with an older history (wiped, replaced, restored from backup) without
 	// them: long enough for live instances to register again.
@@ -158,14 +159,11 @@ func (w *serviceWatch) run(ctx context.Context) {
 			continue
 		}
 		bo.Reset()
-		err = w.watch(ctx, st, rev+1, reconnected)
+		err = w.watch(ctx, st, rev+1, lastList, reconnected)
 		if ctx.Err() != nil {
 			return
 		}
 		w.log.Debug("watch ended; listing again", "err", err)
-		if errors.Is(err, errRelistRequested) && !sleep(ctx, minRelistInterval-time.Since(lastList)) {
-			return
-		}
 	}
 }
 
@@ -202,13 +200,13 @@ func (w *serviceWatch) list(ctx context.Context, st *state) (int64, error) {
 
 // watch applies the prefix's changes from rev on, publishing once per
 // response, until the watch fails, a relist is due, or ctx ends.
-func (w *serviceWatch) watch(ctx context.Context, st *state, rev int64, reconnected <-chan struct{}) error {
+func (w *serviceWatch) watch(ctx context.Context, st *state, rev int64, lastList time.Time, reconnected <-chan struct{}) error {
 	// WithRequireLeader: a member cut off from its cluster ends the watch
 	// instead of leaving it silent.
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 	events := w.client.Watch(wctx, w.prefix, clientv3.WithPrefix(), clientv3.WithRev(rev))
-	var graceEnd <-chan time.Time
+	var graceEnd, relistDue <-chan time.Time
 	if len(st.carried) > 0 {
 		t := time.NewTimer(time.Until(st.carryUntil))
 		defer t.Stop()
@@ -219,6 +217,15 @@ func (w *serviceWatch) watch(ctx context.Context, st *state, rev int64, reconnec
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-w.relist:
+			// Too soon after the last list: keep watching, list later.
+			if wait := minRelistInterval - time.Since(lastList); wait > 0 {
+				if relistDue == nil {
+					relistDue = time.After(wait)
+				}
+				continue
+			}
+			return errRelistRequested
+		case <-relistDue:
 			return errRelistRequested
 		case <-reconnected:
 			// etcd may have come back empty or older: only a list tells.
@@ -303,16 +310,8 @@ func (w *serviceWatch) publishState(st *state) {
 	}
 }
 
-// sleep waits d (if positive) or until ctx ends, reporting whether ctx is
-// still live.
-func sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	return sleepOr(ctx, d, nil)
-}
-
-// sleepOr is sleep that also ends early when wake fires.
+// sleepOr waits d, or until ctx ends or wake fires; it reports whether
+// ctx is still live.
 func sleepOr(ctx context.Context, d time.Duration, wake <-chan struct{}) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()

@@ -1,0 +1,161 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+
+	greeterv1 "github.com/rollcall/rollcall/api/greeter/v1"
+	"github.com/rollcall/rollcall/pkg/discovery"
+)
+
+// env is one run's world: etcd, greeter processes of one stack, and a
+// client dialed the stack's way.
+type env struct {
+	st       stack
+	dir      string
+	etcd     *etcdCluster
+	cli      *clientv3.Client // the scenario's own view of etcd
+	greeters map[string]*proc
+	order    []string
+	next     int
+	conn     *grpc.ClientConn
+	client   greeterv1.GreeterServiceClient
+	obs      *observer
+}
+
+func setup(ctx context.Context, st stack, etcdBin string, etcdSize, instances int) (*env, error) {
+	dir, err := os.MkdirTemp("", "rollcall-bench-")
+	if err != nil {
+		return nil, err
+	}
+	e := &env{st: st, dir: dir, greeters: map[string]*proc{}, obs: newObserver()}
+	e.etcd = newEtcdCluster(etcdBin, filepath.Join(dir, "data"), dir, etcdSize)
+	if err := e.etcd.start(ctx); err != nil {
+		e.close()
+		return nil, err
+	}
+	if e.cli, err = discovery.NewEtcdClient(clientv3.Config{Endpoints: e.etcd.endpoints(), Logger: zap.NewNop()}); err != nil {
+		e.close()
+		return nil, err
+	}
+	for range instances {
+		if _, err := e.startGreeter(); err != nil {
+			e.close()
+			return nil, err
+		}
+	}
+	if e.conn, err = st.dial(e.cli, "greeter", e.obs); err != nil {
+		e.close()
+		return nil, err
+	}
+	e.conn.Connect()
+	e.client = greeterv1.NewGreeterServiceClient(e.conn)
+	if _, err := e.obs.awaitCount(instances, 30*time.Second); err != nil {
+		e.close()
+		return nil, err
+	}
+	return e, e.awaitServed(e.order...)
+}
+
+// awaitServed calls until every id has answered.
+func (e *env) awaitServed(ids ...string) error {
+	seen := map[string]bool{}
+	deadline := time.Now().Add(30 * time.Second)
+	for len(seen) < len(ids) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		resp, err := e.client.SayHello(ctx, &greeterv1.SayHelloRequest{Name: "warmup"})
+		cancel()
+		if err == nil {
+			seen[resp.GetInstanceId()] = true
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("instances %v did not all answer (saw %v, last error %v)", ids, seen, err)
+		}
+	}
+	return nil
+}
+
+func (e *env) startGreeter() (string, error) {
+	e.next++
+	id := fmt.Sprintf("g%d", e.next)
+	p, err := startProc(e.dir, e.st.name+"-"+id, e.st.bin, e.st.args(e.etcd.endpoints(), id)...)
+	if err != nil {
+		return "", err
+	}
+	e.greeters[id] = p
+	e.order = append(e.order, id)
+	return id, nil
+}
+
+func (e *env) stopGreeter(id string, sig syscall.Signal) {
+	if p := e.greeters[id]; p != nil {
+		p.signal(sig)
+		delete(e.greeters, id)
+	}
+}
+
+func (e *env) key(id string) string { return e.st.prefix("greeter") + id }
+
+// awaitKeys waits until every id has a key under a live lease, returning
+// when; it gives up after timeout.
+func (e *env) awaitKeys(ctx context.Context, ids []string, timeout time.Duration) (time.Time, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		rctx, cancel := context.WithTimeout(ctx, time.Second)
+		resp, err := e.cli.Get(rctx, e.st.prefix("greeter"), clientv3.WithPrefix())
+		cancel()
+		if err == nil {
+			have := map[string]bool{}
+			for _, kv := range resp.Kvs {
+				have[string(kv.Key)] = kv.Lease != 0
+			}
+			all := true
+			for _, id := range ids {
+				all = all && have[e.key(id)]
+			}
+			if all {
+				return time.Now(), nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return time.Time{}, fmt.Errorf("instances %v not all registered after %v", ids, timeout)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// addrOf reads the address id registered.
+func (e *env) addrOf(ctx context.Context, id string) (string, error) {
+	resp, err := e.cli.Get(ctx, e.key(id))
+	if err != nil || len(resp.Kvs) == 0 {
+		return "", fmt.Errorf("no key for %s: %v", id, err)
+	}
+	var rec struct{ Addr string }
+	if err := json.Unmarshal(resp.Kvs[0].Value, &rec); err != nil {
+		return "", err
+	}
+	return rec.Addr, nil
+}
+
+func (e *env) close() {
+	if e.conn != nil {
+		e.conn.Close()
+	}
+	for id := range e.greeters {
+		e.stopGreeter(id, syscall.SIGKILL)
+	}
+	if e.cli != nil {
+		e.cli.Close()
+	}
+	e.etcd.stop()
+	os.RemoveAll(e.dir)
+}

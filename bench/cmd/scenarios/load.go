@@ -1,0 +1,122 @@
+package main
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/status"
+
+	greeterv1 "github.com/rollcall/rollcall/api/greeter/v1"
+)
+
+// recorder counts every call with its status code, latency and the
+// instance that served it.
+type recorder struct {
+	mu        sync.Mutex
+	calls     int
+	failed    int
+	codes     map[string]int
+	byID      map[string]int
+	firstSeen map[string]time.Time
+	latencies []time.Duration
+	notify    map[string]chan time.Time // instance -> first call time
+}
+
+func newRecorder() *recorder {
+	return &recorder{codes: map[string]int{}, byID: map[string]int{}, firstSeen: map[string]time.Time{}, notify: map[string]chan time.Time{}}
+}
+
+func (r *recorder) record(id string, err error, latency time.Duration) {
+	now := time.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls++
+	r.latencies = append(r.latencies, latency)
+	if err != nil {
+		r.failed++
+		r.codes[status.Code(err).String()]++
+		return
+	}
+	r.codes["OK"]++
+	r.byID[id]++
+	if _, ok := r.firstSeen[id]; !ok {
+		r.firstSeen[id] = now
+		if ch, ok := r.notify[id]; ok {
+			ch <- now
+			delete(r.notify, id)
+		}
+	}
+}
+
+// firstCall returns a channel that receives when id serves its first call.
+func (r *recorder) firstCall(id string) <-chan time.Time {
+	ch := make(chan time.Time, 1)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if at, ok := r.firstSeen[id]; ok {
+		ch <- at
+	} else {
+		r.notify[id] = ch
+	}
+	return ch
+}
+
+func (r *recorder) snapshot() (calls, failed int, codes map[string]int, byID map[string]int, p99 time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	lat := slices.Clone(r.latencies)
+	slices.Sort(lat)
+	if len(lat) > 0 {
+		p99 = lat[(len(lat)*99)/100]
+	}
+	codes, byID = map[string]int{}, map[string]int{}
+	for k, v := range r.codes {
+		codes[k] = v
+	}
+	for k, v := range r.byID {
+		byID[k] = v
+	}
+	return r.calls, r.failed, codes, byID, p99
+}
+
+// load runs closed-loop workers calling SayHello until stop.
+type load struct {
+	rec    *recorder
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	start  time.Time
+}
+
+func startLoad(client greeterv1.GreeterServiceClient, workers int, deadline time.Duration) *load {
+	return startLoadInto(newRecorder(), client, workers, deadline)
+}
+
+// startLoadInto is startLoad adding to an existing recorder.
+func startLoadInto(rec *recorder, client greeterv1.GreeterServiceClient, workers int, deadline time.Duration) *load {
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &load{rec: rec, cancel: cancel, start: time.Now()}
+	for range workers {
+		l.wg.Go(func() {
+			for ctx.Err() == nil {
+				callCtx, cancelCall := context.WithTimeout(ctx, deadline)
+				start := time.Now()
+				resp, err := client.SayHello(callCtx, &greeterv1.SayHelloRequest{Name: "bench"})
+				cancelCall()
+				if ctx.Err() != nil {
+					return // stopping: the call was cut by us, not by the system
+				}
+				l.rec.record(resp.GetInstanceId(), err, time.Since(start))
+			}
+		})
+	}
+	return l
+}
+
+// stop ends the load and returns its duration.
+func (l *load) stop() time.Duration {
+	l.cancel()
+	l.wg.Wait()
+	return time.Since(l.start)
+}

@@ -1,0 +1,86 @@
+// Command scenarios measures discovery under failure and scale: for each
+// scenario it starts a real etcd, greeter processes and a closed-loop load
+// (32 workers, 1 s deadline), applies one event, and records every call.
+// Each scenario runs for rollcall and for a baseline built only from
+// etcd's client/v3/naming packages, in the same run. It prints one JSON
+// line per run, then a table; it exits 1 when rollcall misses a target.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "scenarios:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	only := flag.String("run", "", "comma-separated scenarios (default: all)")
+	short := flag.Bool("smoke", false, "a few seconds per scenario, for CI")
+	stacks := flag.String("stacks", "rollcall,baseline", "stacks to run")
+	bin := flag.String("bin", "bin", "directory with etcd, greeter and baseline-greeter")
+	flag.Parse()
+
+	t := full
+	if *short {
+		t = smoke
+	}
+	var chosen []stack
+	for _, name := range strings.Split(*stacks, ",") {
+		switch name {
+		case "rollcall":
+			chosen = append(chosen, rollcallStack(*bin+"/greeter"))
+		case "baseline":
+			chosen = append(chosen, baselineStack(*bin+"/baseline-greeter"))
+		default:
+			return fmt.Errorf("unknown stack %q: want rollcall or baseline", name)
+		}
+	}
+	selected := scenarios
+	if *only != "" {
+		selected = nil
+		for _, name := range strings.Split(*only, ",") {
+			found := false
+			for _, s := range scenarios {
+				if s.name == name {
+					selected, found = append(selected, s), true
+				}
+			}
+			if !found {
+				return fmt.Errorf("unknown scenario %q", name)
+			}
+		}
+	}
+
+	ctx := context.Background()
+	var results []result
+	out := json.NewEncoder(os.Stdout)
+	for _, sc := range selected {
+		for _, st := range chosen {
+			r := result{Scenario: sc.name, Stack: st.name}
+			e, err := setup(ctx, st, *bin+"/etcd", sc.etcdSize, sc.instances)
+			if err == nil {
+				err = sc.run(ctx, e, t, &r)
+				e.close()
+			}
+			if err != nil {
+				r.Error = err.Error()
+			}
+			out.Encode(r)
+			results = append(results, r)
+		}
+	}
+	missed := printTable(os.Stdout, results)
+	if missed > 0 {
+		return fmt.Errorf("rollcall missed %d target(s)", missed)
+	}
+	return nil
+}

@@ -1,0 +1,333 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"runtime"
+	"slices"
+	"syscall"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	greeterv1 "github.com/rollcall/rollcall/api/greeter/v1"
+)
+
+// timing is how long each phase of a scenario lasts.
+type timing struct {
+	warm, after, etcdDown time.Duration
+	scaleEvents, bursts   int
+	throughput            time.Duration
+}
+
+var (
+	full  = timing{warm: 2 * time.Second, after: 5 * time.Second, etcdDown: 10 * time.Second, scaleEvents: 20, bursts: 3, throughput: 5 * time.Second}
+	smoke = timing{warm: time.Second, after: 2 * time.Second, etcdDown: 3 * time.Second, scaleEvents: 3, bursts: 1, throughput: 2 * time.Second}
+)
+
+// result is one scenario run for one stack: one JSON line.
+type result struct {
+	Scenario    string             `json:"scenario"`
+	Stack       string             `json:"stack"`
+	Calls       int                `json:"calls"`
+	Failed      int                `json:"failed"`
+	Codes       map[string]int     `json:"codes,omitempty"`
+	CallsPerSec float64            `json:"calls_per_second"`
+	P99Ms       float64            `json:"p99_ms"`
+	Metrics     map[string]float64 `json:"metrics,omitempty"`
+	Error       string             `json:"error,omitempty"`
+}
+
+type scenario struct {
+	name      string
+	etcdSize  int
+	instances int
+	run       func(ctx context.Context, e *env, t timing, r *result) error
+}
+
+var scenarios = []scenario{
+	{"kill", 1, 3, func(ctx context.Context, e *env, t timing, r *result) error {
+		return underLoad(e, t, r, func() error { e.stopGreeter("g2", syscall.SIGKILL); return nil })
+	}},
+	{"term", 1, 3, func(ctx context.Context, e *env, t timing, r *result) error {
+		return underLoad(e, t, r, func() error { e.stopGreeter("g2", syscall.SIGTERM); return nil })
+	}},
+	{"rolling", 1, 3, runRolling},
+	{"scale-up", 1, 3, runScaleUp},
+	{"etcd-down", 1, 3, func(ctx context.Context, e *env, t timing, r *result) error {
+		return runEtcdOutage(ctx, e, t, r, false)
+	}},
+	{"etcd-wiped", 1, 3, func(ctx context.Context, e *env, t timing, r *result) error {
+		return runEtcdOutage(ctx, e, t, r, true)
+	}},
+	{"etcd-leader", 3, 3, runLeader},
+	{"churn", 1, 3, runChurn},
+	{"throughput", 1, 1, runThroughput},
+}
+
+// underLoad runs 32 workers with a 1 s deadline, applies event after the
+// warm-up, runs on, and records the calls.
+func underLoad(e *env, t timing, r *result, event func() error) error {
+	l := startLoad(e.client, 32, time.Second)
+	time.Sleep(t.warm)
+	err := event()
+	time.Sleep(t.after)
+	elapsed := l.stop()
+	r.fill(l.rec, elapsed)
+	return err
+}
+
+func (r *result) fill(rec *recorder, elapsed time.Duration) {
+	calls, failed, codes, _, p99 := rec.snapshot()
+	r.Calls, r.Failed, r.Codes = calls, failed, codes
+	r.CallsPerSec = float64(calls) / elapsed.Seconds()
+	r.P99Ms = float64(p99.Microseconds()) / 1000
+}
+
+func (r *result) metric(name string, v float64) {
+	if r.Metrics == nil {
+		r.Metrics = map[string]float64{}
+	}
+	r.Metrics[name] = v
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// runRolling replaces every instance in turn: start the new one, wait for
+// its key, SIGTERM the old.
+func runRolling(ctx context.Context, e *env, t timing, r *result) error {
+	var fresh []string
+	l := startLoad(e.client, 32, time.Second)
+	time.Sleep(t.warm)
+	err := func() error {
+		for _, old := range []string{"g1", "g2", "g3"} {
+			id, err := e.startGreeter()
+			if err != nil {
+				return err
+			}
+			fresh = append(fresh, id)
+			if _, err := e.awaitKeys(ctx, []string{id}, 30*time.Second); err != nil {
+				return err
+			}
+			e.stopGreeter(old, syscall.SIGTERM)
+		}
+		return nil
+	}()
+	time.Sleep(t.after)
+	r.fill(l.rec, l.stop())
+	_, _, _, byID, _ := l.rec.snapshot()
+	served := 0
+	for _, id := range fresh {
+		if byID[id] > 0 {
+			served++
+		}
+	}
+	r.metric("new_instances_served", float64(served))
+	return err
+}
+
+// runScaleUp starts a fourth instance again and again, measuring from its
+// key appearing in etcd to the first call it serves.
+func runScaleUp(ctx context.Context, e *env, t timing, r *result) error {
+	l := startLoad(e.client, 32, time.Second)
+	defer func() { r.fill(l.rec, l.stop()) }()
+	time.Sleep(t.warm)
+	var delays []time.Duration
+	for range t.scaleEvents {
+		wctx, cancel := context.WithCancel(ctx)
+		events := e.cli.Watch(wctx, e.st.prefix("greeter"), clientv3.WithPrefix())
+		id, err := e.startGreeter()
+		if err != nil {
+			cancel()
+			return err
+		}
+		first := l.rec.firstCall(id)
+		var keyAt time.Time
+		for resp := range events {
+			for _, ev := range resp.Events {
+				if ev.Type == clientv3.EventTypePut && string(ev.Kv.Key) == e.key(id) {
+					keyAt = time.Now()
+				}
+			}
+			if !keyAt.IsZero() {
+				break
+			}
+		}
+		cancel()
+		select {
+		case at := <-first:
+			delays = append(delays, max(at.Sub(keyAt), 0))
+		case <-time.After(10 * time.Second):
+			return fmt.Errorf("instance %s served no call in 10s", id)
+		}
+		e.stopGreeter(id, syscall.SIGTERM)
+	}
+	slices.Sort(delays)
+	r.metric("first_call_p50_ms", ms(delays[len(delays)/2]))
+	r.metric("first_call_p99_ms", ms(delays[(len(delays)*99)/100]))
+	return nil
+}
+
+// runEtcdOutage kills etcd (kill -9) for a while, then brings it back on
+// the same data, or wiped.
+func runEtcdOutage(ctx context.Context, e *env, t timing, r *result, wipe bool) error {
+	ids := append([]string(nil), e.order...)
+	return underLoad(e, t, r, func() error {
+		m := e.etcd.members[0]
+		m.proc.signal(syscall.SIGKILL)
+		if wipe {
+			if err := os.RemoveAll(m.dir); err != nil {
+				return err
+			}
+		} else {
+			time.Sleep(t.etcdDown)
+		}
+		if err := e.etcd.startMember(m); err != nil {
+			return err
+		}
+		if err := e.etcd.awaitHealthy(ctx); err != nil {
+			return err
+		}
+		back := time.Now()
+		at, err := e.awaitKeys(ctx, ids, 15*time.Second)
+		if err != nil {
+			r.metric("reregister_ms", -1) // never, within 15 s
+			return nil
+		}
+		r.metric("reregister_ms", ms(at.Sub(back)))
+		return nil
+	})
+}
+
+// runLeader kills the leader of a three-member etcd cluster.
+func runLeader(ctx context.Context, e *env, t timing, r *result) error {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	deletes := make(chan int, 1)
+	events := e.cli.Watch(wctx, e.st.prefix("greeter"), clientv3.WithPrefix())
+	go func() {
+		n := 0
+		for resp := range events {
+			for _, ev := range resp.Events {
+				if ev.Type == clientv3.EventTypeDelete {
+					n++
+				}
+			}
+		}
+		deletes <- n
+	}()
+	err := underLoad(e, t, r, func() error {
+		lctx, lcancel := context.WithTimeout(ctx, 5*time.Second)
+		defer lcancel()
+		leader, err := e.etcd.leader(lctx, e.cli)
+		if err != nil {
+			return err
+		}
+		leader.proc.signal(syscall.SIGKILL)
+		return nil
+	})
+	cancel()
+	r.metric("registrations_lost", float64(<-deletes))
+	return err
+}
+
+// runChurn makes 1,000 registrations of one service appear and vanish in
+// bursts, measuring when the client's list equals etcd's, and the client
+// process's CPU and heap.
+func runChurn(ctx context.Context, e *env, t timing, r *result) error {
+	obs := newObserver()
+	conn, err := e.st.dial(e.cli, "churn", obs)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	conn.Connect()
+	if _, err := obs.awaitCount(0, 10*time.Second); err != nil && e.st.name == "rollcall" {
+		return err
+	}
+	const n = 1000
+	value := func(i int) string {
+		v, _ := json.Marshal(map[string]any{"Op": 0, "Addr": fmt.Sprintf("127.0.0.1:%d", 20000+i)})
+		return string(v)
+	}
+	cpu0 := cpuTime()
+	var worst time.Duration
+	for range t.bursts {
+		for start := 0; start < n; start += 100 {
+			var ops []clientv3.Op
+			for i := start; i < start+100; i++ {
+				ops = append(ops, clientv3.OpPut(fmt.Sprintf("%sc%04d", e.st.prefix("churn"), i), value(i)))
+			}
+			if _, err := e.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+				return err
+			}
+		}
+		done := time.Now()
+		at, err := obs.awaitCount(n, 30*time.Second)
+		if err != nil {
+			return err
+		}
+		worst = max(worst, at.Sub(done))
+		if _, err := e.cli.Delete(ctx, e.st.prefix("churn"), clientv3.WithPrefix()); err != nil {
+			return err
+		}
+		done = time.Now()
+		if at, err = obs.awaitCount(0, 30*time.Second); err != nil {
+			return err
+		}
+		worst = max(worst, at.Sub(done))
+	}
+	r.metric("converge_max_ms", ms(worst))
+	r.metric("client_cpu_ms", ms(cpuTime()-cpu0))
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	r.metric("heap_inuse_mb", float64(m.HeapInuse)/(1<<20))
+	return nil
+}
+
+// runThroughput compares calls per second through discovery and balancing
+// with calls over one direct connection, to the same single instance, so
+// the ratio is the cost of discovery, health checks, retries and
+// balancing alone. Rounds alternate so neither side gets a warmer machine.
+func runThroughput(ctx context.Context, e *env, t timing, r *result) error {
+	addr, err := e.addrOf(ctx, "g1")
+	if err != nil {
+		return err
+	}
+	direct, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer direct.Close()
+	directClient := greeterv1.NewGreeterServiceClient(direct)
+	viaDiscovery, viaDirect := newRecorder(), newRecorder()
+	var discoveryTime, directTime time.Duration
+	for round := range 4 {
+		if round%2 == 0 {
+			l := startLoadInto(viaDiscovery, e.client, 32, time.Second)
+			time.Sleep(t.throughput / 2)
+			discoveryTime += l.stop()
+		} else {
+			l := startLoadInto(viaDirect, directClient, 32, time.Second)
+			time.Sleep(t.throughput / 2)
+			directTime += l.stop()
+		}
+	}
+	r.fill(viaDiscovery, discoveryTime)
+	directCalls, _, _, _, _ := viaDirect.snapshot()
+	directRate := float64(directCalls) / directTime.Seconds()
+	r.metric("direct_calls_per_second", directRate)
+	r.metric("ratio", r.CallsPerSec/directRate)
+	return nil
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}

@@ -1,0 +1,104 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+)
+
+// target is what rollcall must reach in a scenario, as the issue states it.
+type target struct {
+	text   string
+	metric func(r result) (string, bool) // the figure shown, and whether it meets the target
+}
+
+func failedCalls(r result) (string, bool) {
+	return fmt.Sprintf("%d failed / %d", r.Failed, r.Calls), r.Failed == 0 && r.Error == ""
+}
+
+var targets = map[string]target{
+	"kill": {"0 failed calls", failedCalls},
+	"term": {"0 failed calls", failedCalls},
+	"rolling": {"0 failed; 3 new served", func(r result) (string, bool) {
+		f, ok := failedCalls(r)
+		n := r.Metrics["new_instances_served"]
+		return fmt.Sprintf("%s; %.0f new served", f, n), ok && n == 3
+	}},
+	"scale-up": {"first call <= 100 ms (p99)", func(r result) (string, bool) {
+		p := r.Metrics["first_call_p99_ms"]
+		return fmt.Sprintf("p50 %.1f ms, p99 %.1f ms", r.Metrics["first_call_p50_ms"], p), r.Error == "" && p <= 100
+	}},
+	"etcd-down":  {"0 failed; re-registered <= 2 s", reregistered},
+	"etcd-wiped": {"0 failed; re-registered <= 2 s", reregistered},
+	"etcd-leader": {"0 failed; 0 registrations lost", func(r result) (string, bool) {
+		f, ok := failedCalls(r)
+		lost := r.Metrics["registrations_lost"]
+		return fmt.Sprintf("%s; %.0f lost", f, lost), ok && lost == 0
+	}},
+	"churn": {"list = etcd's within 1 s", func(r result) (string, bool) {
+		c := r.Metrics["converge_max_ms"]
+		return fmt.Sprintf("%.0f ms; cpu %.0f ms; heap %.1f MB", c, r.Metrics["client_cpu_ms"], r.Metrics["heap_inuse_mb"]), r.Error == "" && c <= 1000
+	}},
+	"throughput": {"ratio >= 0.95", func(r result) (string, bool) {
+		ratio := r.Metrics["ratio"]
+		return fmt.Sprintf("%.0f/s vs %.0f/s direct = %.2f", r.CallsPerSec, r.Metrics["direct_calls_per_second"], ratio), r.Error == "" && ratio >= 0.95
+	}},
+}
+
+func reregistered(r result) (string, bool) {
+	f, ok := failedCalls(r)
+	ms := r.Metrics["reregister_ms"]
+	if ms < 0 {
+		return f + "; never re-registered", false
+	}
+	return fmt.Sprintf("%s; re-registered in %.0f ms", f, ms), ok && ms <= 2000
+}
+
+// printTable prints one row per scenario with each stack's figure, and
+// returns how many targets rollcall missed.
+func printTable(w io.Writer, results []result) int {
+	byKey := map[string]result{}
+	var order []string
+	for _, r := range results {
+		if _, seen := byKey[r.Scenario+"/rollcall"]; !seen && !contains(order, r.Scenario) {
+			order = append(order, r.Scenario)
+		}
+		byKey[r.Scenario+"/"+r.Stack] = r
+	}
+	missed := 0
+	fmt.Fprintf(w, "\n| scenario | target | rollcall | baseline (etcd naming) | rollcall meets target |\n|---|---|---|---|---|\n")
+	for _, name := range order {
+		tg := targets[name]
+		cell := func(stack string) (string, bool, bool) {
+			r, ok := byKey[name+"/"+stack]
+			if !ok {
+				return "not run", false, false
+			}
+			text, met := tg.metric(r)
+			if r.Error != "" {
+				text += " (error: " + strings.SplitN(r.Error, "\n", 2)[0] + ")"
+			}
+			return text, met, true
+		}
+		rc, met, ran := cell("rollcall")
+		bl, _, _ := cell("baseline")
+		verdict := "yes"
+		if ran && !met {
+			verdict, missed = "**no**", missed+1
+		}
+		if !ran {
+			verdict = "-"
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", name, tg.text, rc, bl, verdict)
+	}
+	return missed
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
