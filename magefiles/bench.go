@@ -21,13 +21,23 @@ type Bench mg.Namespace
 
 // All runs every scenario for rollcall and the baseline and writes the table to docs/benchmarks.md.
 func (Bench) All() error {
-	var out bytes.Buffer
+	var out, gobench bytes.Buffer
 	err := runScenarios(io.MultiWriter(os.Stdout, &out))
-	if werr := writeBenchDoc(out.String()); werr != nil {
+	c := cmdIn("pkg", "go", goBenchArgs...)
+	c.Stdout = io.MultiWriter(os.Stdout, &gobench)
+	if berr := c.Run(); berr != nil && err == nil {
+		err = berr
+	}
+	if werr := writeBenchDoc(out.String(), gobench.String()); werr != nil {
 		return werr
 	}
 	return err
 }
+
+// goBenchArgs runs the Go benchmarks of the hot paths: the resolver's
+// update at 10 to 10,000 instances, and a call through discovery and
+// balancing against a direct one. Compare runs with benchstat.
+var goBenchArgs = []string{"test", "-run", "^$", "-bench", ".", "-benchtime", "2s", "./discovery/resolve/", "./call/"}
 
 // Kill runs the kill -9 scenario for both stacks.
 func (Bench) Kill() error { return runScenarios(os.Stdout, "-run", "kill") }
@@ -82,7 +92,7 @@ func runScenarios(out io.Writer, args ...string) error {
 
 // writeBenchDoc writes docs/benchmarks.md from one run's output: never
 // typed by hand.
-func writeBenchDoc(output string) error {
+func writeBenchDoc(output, gobench string) error {
 	table := output
 	if i := strings.Index(output, "\n| scenario"); i >= 0 {
 		table = output[i+1:]
@@ -108,6 +118,8 @@ func writeBenchDoc(output string) error {
 		}
 	}
 	b.WriteString("```\n")
+	fmt.Fprintf(&b, "\n## Go benchmarks\n\n`cd pkg && go %s` (compare runs with benchstat):\n\n```\n%s```\n",
+		strings.Join(goBenchArgs, " "), gobench)
 	if err := os.MkdirAll("docs", 0o755); err != nil {
 		return err
 	}
@@ -131,7 +143,7 @@ What the figures mean:
 | term | SIGTERM of one instance | failed calls |
 | rolling | each instance replaced in turn (new one up and registered, old one SIGTERM) | failed calls; new instances that served calls |
 | scale-up | a fourth instance starts, 20 times | time from its key's PUT event in etcd to the first call it serves (p50, p99) |
-| etcd-down | etcd ` + "`kill -9`" + `, back after 10 s on the same data | failed calls; time from etcd healthy again to every instance's key present under a lease |
+| etcd-down | etcd ` + "`kill -9`" + `, back after 10 s on the same data | failed calls; time from etcd healthy again to every instance's key present under a lease; keys still there one lease TTL (10 s) later |
 | etcd-wiped | etcd ` + "`kill -9`" + `, its data deleted, an empty etcd on the same ports | as etcd-down ("never": not within 15 s) |
 | etcd-leader | three-member etcd, its leader ` + "`kill -9`" + ` | failed calls; DELETE events on the instances' keys |
 | churn | 1,000 registrations put in 10 transactions, then deleted at once, 3 times | longest time from etcd's answer to the resolver's list having the same size; CPU of the client process; heap in use after |

@@ -176,7 +176,8 @@ func runScaleUp(ctx context.Context, e *env, t timing, r *result) error {
 // the same data, or wiped.
 func runEtcdOutage(ctx context.Context, e *env, t timing, r *result, wipe bool) error {
 	ids := append([]string(nil), e.order...)
-	return underLoad(e, t, r, func() error {
+	var back time.Time
+	err := underLoad(e, t, r, func() error {
 		m := e.etcd.members[0]
 		m.proc.signal(syscall.SIGKILL)
 		if wipe {
@@ -192,7 +193,7 @@ func runEtcdOutage(ctx context.Context, e *env, t timing, r *result, wipe bool) 
 		if err := e.etcd.awaitHealthy(ctx); err != nil {
 			return err
 		}
-		back := time.Now()
+		back = time.Now()
 		at, err := e.awaitKeys(ctx, ids, 15*time.Second)
 		if err != nil {
 			r.metric("reregister_ms", -1) // never, within 15 s
@@ -201,6 +202,18 @@ func runEtcdOutage(ctx context.Context, e *env, t timing, r *result, wipe bool) 
 		r.metric("reregister_ms", ms(at.Sub(back)))
 		return nil
 	})
+	if err != nil || back.IsZero() {
+		return err
+	}
+	// A registration that came back must also stay: wait out one lease TTL
+	// (10 s) past etcd's return, then count the keys.
+	time.Sleep(time.Until(back.Add(12 * time.Second)))
+	resp, err := e.cli.Get(ctx, e.st.prefix("greeter"), clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return err
+	}
+	r.metric("registered_after_ttl", float64(resp.Count))
+	return nil
 }
 
 // runLeader kills the leader of a three-member etcd cluster.

@@ -1,0 +1,116 @@
+package call_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/rollcall/rollcall/pkg/call"
+	"github.com/rollcall/rollcall/pkg/discovery"
+	"github.com/rollcall/rollcall/pkg/discovery/register"
+	"github.com/rollcall/rollcall/pkg/discovery/resolve"
+	"github.com/rollcall/rollcall/pkg/etcdtest"
+)
+
+func TestServiceConfigIsValidAndRetriesOnlyIdempotentMethods(t *testing.T) {
+	var cfg struct {
+		LoadBalancingConfig []map[string]any
+		HealthCheckConfig   struct{ ServiceName string }
+		MethodConfig        []struct {
+			Name        []struct{ Service, Method string }
+			RetryPolicy struct{ MaxAttempts int }
+		}
+	}
+	sc := call.ServiceConfig("greeter")
+	if err := json.Unmarshal([]byte(sc), &cfg); err != nil {
+		t.Fatalf("service config is not JSON: %v\n%s", err, sc)
+	}
+	if _, ok := cfg.LoadBalancingConfig[0]["round_robin"]; !ok || cfg.HealthCheckConfig.ServiceName != "greeter" {
+		t.Errorf("service config %s: want round_robin with health checks of service greeter", sc)
+	}
+	// grpc.NewClient parses the config: an invalid one fails here.
+	conn, err := grpc.NewClient("passthrough:///127.0.0.1:1", grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultServiceConfig(sc))
+	if err != nil {
+		t.Fatalf("gRPC rejects the service config: %v", err)
+	}
+	conn.Close()
+}
+
+// startBackend serves the health service on 127.0.0.1 and registers it.
+func startBackend(tb testing.TB, srv *etcdtest.Server) string {
+	tb.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s := grpc.NewServer()
+	hs := health.NewServer()
+	hs.SetServingStatus("bench", healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(s, hs)
+	done := make(chan struct{})
+	go func() { defer close(done); s.Serve(lis) }()
+	reg, err := register.New(srv.Client(), discovery.Instance{Service: "bench", ID: "b1", Addr: lis.Addr().String()},
+		register.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		reg.Close(context.Background())
+		s.Stop()
+		<-done
+	})
+	return lis.Addr().String()
+}
+
+// BenchmarkUnaryCall compares a call through discovery and balancing
+// (call.Dial) with a call over a direct connection, to the same server.
+func BenchmarkUnaryCall(b *testing.B) {
+	srv := etcdtest.Start(b)
+	addr := startBackend(b, srv)
+	rb, err := resolve.NewBuilder(srv.Client())
+	if err != nil {
+		b.Fatal(err)
+	}
+	viaDiscovery, err := call.Dial(rb, "bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer viaDiscovery.Close()
+	direct, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer direct.Close()
+	for _, bc := range []struct {
+		name string
+		conn *grpc.ClientConn
+	}{{"direct", direct}, {"discovery", viaDiscovery}} {
+		b.Run(bc.name, func(b *testing.B) {
+			client := healthpb.NewHealthClient(bc.conn)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			if _, err := client.Check(ctx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true)); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := client.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
