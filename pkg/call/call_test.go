@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
@@ -20,6 +21,10 @@ import (
 	"github.com/rollcall/rollcall/pkg/discovery/resolve"
 	"github.com/rollcall/rollcall/pkg/etcdtest"
 )
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, etcdtest.IgnoredGoroutines()...)
+}
 
 func TestServiceConfigIsValidAndRetriesOnlyIdempotentMethods(t *testing.T) {
 	var cfg struct {
