@@ -37,7 +37,7 @@ func (Bench) All() error {
 // goBenchArgs runs the Go benchmarks of the hot paths: the resolver's
 // update at 10 to 10,000 instances, and a call through discovery and
 // balancing against a direct one. Compare runs with benchstat.
-var goBenchArgs = []string{"test", "-run", "^$", "-bench", ".", "-benchtime", "2s", "./discovery/resolve/", "./call/"}
+var goBenchArgs = []string{"test", "-run", "^$", "-bench", ".", "-benchtime", "2s", "./discovery/resolve/", "./balance/", "./call/"}
 
 // Kill runs the kill -9 scenario for both stacks.
 func (Bench) Kill() error { return runScenarios(os.Stdout, "-run", "kill") }
@@ -65,6 +65,15 @@ func (Bench) Churn() error { return runScenarios(os.Stdout, "-run", "churn") }
 
 // Throughput runs the throughput scenario (discovery and balancing vs one direct connection) for both stacks.
 func (Bench) Throughput() error { return runScenarios(os.Stdout, "-run", "throughput") }
+
+// Slow runs the slow-instance scenario for each balancing policy.
+func (Bench) Slow() error { return runScenarios(os.Stdout, "-run", "slow") }
+
+// Hang runs the SIGSTOP scenario for each balancing policy.
+func (Bench) Hang() error { return runScenarios(os.Stdout, "-run", "hang") }
+
+// Weights runs the weights 1, 1, 3 scenario for each balancing policy.
+func (Bench) Weights() error { return runScenarios(os.Stdout, "-run", "weights") }
 
 // Smoke runs kill, term and rolling for a few seconds each, failing on any call rollcall loses (part of test).
 func (Bench) Smoke() error {
@@ -130,7 +139,7 @@ const benchPreamble = `Every scenario starts a real etcd (built from the pinned 
 closed-loop load of 32 workers with a 1 s deadline per call, all on 127.0.0.1; applies one event; and counts
 every call with its status code, latency and the instance that served it. Each runs twice in the same run:
 
-- **rollcall**: the greeter (` + "`pkg/serve`" + `) and ` + "`call.Dial`" + ` with its defaults;
+- **rollcall**: the greeter (` + "`pkg/serve`" + `) and ` + "`call.Dial`" + ` with its defaults (policy ` + "`rollcall_p2c_ewma`" + `);
 - **baseline**: built only from etcd's ` + "`client/v3/naming`" + ` packages: ` + "`endpoints.Manager`" + ` with a lease
   and ` + "`KeepAlive`" + `, etcd's resolver, ` + "`round_robin`" + `, and a careful shutdown (delete the endpoint, then
   ` + "`GracefulStop`" + `) - ` + "`bench/cmd/baseline-greeter`" + `.
@@ -148,4 +157,13 @@ What the figures mean:
 | etcd-leader | three-member etcd, its leader ` + "`kill -9`" + ` | failed calls; DELETE events on the instances' keys |
 | churn | 1,000 registrations put in 10 transactions, then deleted at once, 3 times | longest time from etcd's answer to the resolver's list having the same size; CPU of the client process; heap in use after |
 | throughput | no event, one instance | calls per second through discovery and balancing vs over one direct connection to the same instance, alternating rounds |
+
+The balancing scenarios run rollcall with each policy instead of the baseline; every instance answers after 2 ms
+(` + "`-latency 2ms`" + `):
+
+| scenario | event | figure |
+|---|---|---|
+| slow | 7 s all fast, then one instance replaced by one that answers in 20 ms, 7 s | p99 and throughput with the slow one, as a ratio of all-fast; the slow one's share of calls |
+| hang | SIGSTOP of one instance for 8 s, then SIGCONT | failed calls; throughput during the stop / before; attempts sent to it from 1 s after the stop until SIGCONT; time from SIGCONT to the first call it serves |
+| weights | instances registered with weights 1, 1, 3 | share of calls of each |
 `

@@ -207,8 +207,15 @@ func (s *stack) startGreeter(extra ...string) (*proc, error) {
 	return s.start(name, "greeter", args, s.env()...)
 }
 
+// startClient starts the demo client. It balances with round_robin so
+// the demo shows calls going to each instance in turn; services use
+// rollcall's load-aware default (CLIENT_POLICY overrides).
 func (s *stack) startClient(args ...string) (*proc, error) {
-	return s.start("client", "client", append([]string{"-view", "lines"}, args...), s.env()...)
+	policy := os.Getenv("CLIENT_POLICY")
+	if policy == "" {
+		policy = "round_robin"
+	}
+	return s.start("client", "client", append([]string{"-view", "lines", "-policy", policy}, args...), s.env()...)
 }
 
 func (s *stack) env() []string {

@@ -1,7 +1,8 @@
 // Package call dials a service by name through etcd with rollcall's
-// defaults: per-call round robin over healthy instances, retries of
-// idempotent methods on another instance, keepalive, and a deadline on
-// every call.
+// defaults: per-call load-aware balancing over healthy instances
+// (balance.P2CEWMA), retries of idempotent methods on another instance,
+// also when an attempt gets no answer, keepalive, and a deadline on every
+// call.
 package call
 
 import (
@@ -13,14 +14,17 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	_ "google.golang.org/grpc/health" // client-side health checking
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/descriptorpb"
 
+	"github.com/rollcall/rollcall/pkg/balance"
 	"github.com/rollcall/rollcall/pkg/discovery"
 	"github.com/rollcall/rollcall/pkg/discovery/resolve"
 )
@@ -28,15 +32,28 @@ import (
 // DefaultTimeout is the deadline of a call whose context has none.
 const DefaultTimeout = 10 * time.Second
 
+// DefaultPolicy is the balancing policy of the default service config:
+// rollcall's power of two choices by EWMA latency, which honours
+// registered weights, avoids slow instances and skips stalled ones, and
+// measured no cost against round_robin in the kill, term, rolling and
+// throughput scenarios (docs/benchmarks.md).
+const DefaultPolicy = balance.P2CEWMA
+
 // Option changes Dial's defaults.
 type Option func(*options)
 
 type options struct {
+	policy        string
 	serviceConfig string
 	timeout       time.Duration
 	creds         credentials.TransportCredentials
 	dialOpts      []grpc.DialOption
 }
+
+// WithPolicy sets the balancing policy of the default service config:
+// balance.P2CEWMA (the default), balance.Weighted, round_robin, or any
+// registered policy that needs no configuration.
+func WithPolicy(name string) Option { return func(o *options) { o.policy = name } }
 
 // WithServiceConfig replaces the default service config (see
 // ServiceConfig), e.g. to pick another balancing policy.
@@ -61,12 +78,12 @@ func Dial(rb *resolve.Builder, service string, opts ...Option) (*grpc.ClientConn
 	if err := discovery.ValidateService(service); err != nil {
 		return nil, err
 	}
-	o := options{timeout: DefaultTimeout, creds: insecure.NewCredentials()}
+	o := options{policy: DefaultPolicy, timeout: DefaultTimeout, creds: insecure.NewCredentials()}
 	for _, opt := range opts {
 		opt(&o)
 	}
 	if o.serviceConfig == "" {
-		o.serviceConfig = ServiceConfig(service)
+		o.serviceConfig = ServiceConfig(service, o.policy)
 	}
 	dialOpts := append([]grpc.DialOption{
 		grpc.WithResolvers(rb),
@@ -75,7 +92,7 @@ func Dial(rb *resolve.Builder, service string, opts ...Option) (*grpc.ClientConn
 		// Addresses come from etcd: never send them through $HTTPS_PROXY.
 		grpc.WithNoProxy(),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 20 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
-		grpc.WithChainUnaryInterceptor(timeoutUnary(o.timeout), rb.UnaryClientInterceptor()),
+		grpc.WithChainUnaryInterceptor(timeoutUnary(o.timeout), attemptTimeouts(idempotentMethods()), rb.UnaryClientInterceptor()),
 		grpc.WithChainStreamInterceptor(rb.StreamClientInterceptor()),
 	}, o.dialOpts...)
 	conn, err := grpc.NewClient(rb.Target(service), dialOpts...)
@@ -83,6 +100,33 @@ func Dial(rb *resolve.Builder, service string, opts ...Option) (*grpc.ClientConn
 		return nil, fmt.Errorf("dial %s: %w", service, err)
 	}
 	return conn, nil
+}
+
+// Attempts of an idempotent call: each gets a third of the time left, so
+// a call sent to an instance that stopped answering (SIGSTOP, a stuck
+// host) is tried again elsewhere before its deadline. gRPC's retry policy
+// covers failures; it has no per-attempt timeout for silence.
+const maxAttempts = 3
+
+func attemptTimeouts(idempotent map[string]bool) grpc.UnaryClientInterceptor {
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		deadline, ok := ctx.Deadline()
+		if !ok || !idempotent[method] {
+			return invoker(ctx, method, req, reply, cc, opts...)
+		}
+		var err error
+		for attempt := 1; ; attempt++ {
+			if attempt == maxAttempts {
+				return invoker(ctx, method, req, reply, cc, opts...)
+			}
+			actx, cancel := context.WithTimeout(ctx, time.Until(deadline)/3)
+			err = invoker(actx, method, req, reply, cc, opts...)
+			cancel()
+			if status.Code(err) != codes.DeadlineExceeded || ctx.Err() != nil {
+				return err
+			}
+		}
+	}
 }
 
 func timeoutUnary(d time.Duration) grpc.UnaryClientInterceptor {
@@ -98,13 +142,14 @@ func timeoutUnary(d time.Duration) grpc.UnaryClientInterceptor {
 
 // ServiceConfig returns rollcall's default service config for service:
 //
-//   - round_robin over instances whose health service reports service
-//     SERVING (serve marks them so, and NOT_SERVING when they stop);
+//   - policy per call (DefaultPolicy unless set) over instances whose
+//     health service reports service SERVING (serve marks them so, and
+//     NOT_SERVING when they stop);
 //   - calls of idempotent methods (proto option idempotency_level
 //     NO_SIDE_EFFECTS or IDEMPOTENT, in any linked proto package) retried
 //     on UNAVAILABLE, so an instance killed mid-call costs no call;
 //   - retry throttling that lets a burst of such retries through.
-func ServiceConfig(service string) string {
+func ServiceConfig(service, policy string) string {
 	type name struct {
 		Service string `json:"service"`
 		Method  string `json:"method,omitempty"`
@@ -121,18 +166,10 @@ func ServiceConfig(service string) string {
 		RetryPolicy *retryPolicy `json:"retryPolicy,omitempty"`
 	}
 	var idempotent []name
-	protoregistry.GlobalFiles.RangeFiles(func(fd protoreflect.FileDescriptor) bool {
-		for i := range fd.Services().Len() {
-			sd := fd.Services().Get(i)
-			for j := range sd.Methods().Len() {
-				md := sd.Methods().Get(j)
-				if isIdempotent(md) {
-					idempotent = append(idempotent, name{Service: string(sd.FullName()), Method: string(md.Name())})
-				}
-			}
-		}
-		return true
-	})
+	for full := range idempotentMethods() {
+		svc, method, _ := strings.Cut(strings.TrimPrefix(full, "/"), "/")
+		idempotent = append(idempotent, name{Service: svc, Method: method})
+	}
 	slices.SortFunc(idempotent, func(a, b name) int {
 		if a.Service != b.Service {
 			return strings.Compare(a.Service, b.Service)
@@ -140,7 +177,7 @@ func ServiceConfig(service string) string {
 		return strings.Compare(a.Method, b.Method)
 	})
 	cfg := map[string]any{
-		"loadBalancingConfig": []any{map[string]any{"round_robin": map[string]any{}}},
+		"loadBalancingConfig": []any{map[string]any{policy: map[string]any{}}},
 		"healthCheckConfig":   map[string]any{"serviceName": service},
 		// Tokens drop by 1 per failed attempt and retries stop below half:
 		// 500 lets a burst of 250 failures retry, far above what one
@@ -161,6 +198,25 @@ func ServiceConfig(service string) string {
 		panic(err) // static shapes: cannot fail
 	}
 	return string(out)
+}
+
+// idempotentMethods lists, as "/package.Service/Method", the methods of
+// every linked proto file whose idempotency_level is NO_SIDE_EFFECTS or
+// IDEMPOTENT.
+func idempotentMethods() map[string]bool {
+	methods := map[string]bool{}
+	protoregistry.GlobalFiles.RangeFiles(func(fd protoreflect.FileDescriptor) bool {
+		for i := range fd.Services().Len() {
+			sd := fd.Services().Get(i)
+			for j := range sd.Methods().Len() {
+				if md := sd.Methods().Get(j); isIdempotent(md) {
+					methods["/"+string(sd.FullName())+"/"+string(md.Name())] = true
+				}
+			}
+		}
+		return true
+	})
+	return methods
 }
 
 func isIdempotent(md protoreflect.MethodDescriptor) bool {

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/rollcall/rollcall/pkg/balance"
 	"github.com/rollcall/rollcall/pkg/call"
 	"github.com/rollcall/rollcall/pkg/discovery"
 	"github.com/rollcall/rollcall/pkg/discovery/register"
@@ -35,12 +36,12 @@ func TestServiceConfigIsValidAndRetriesOnlyIdempotentMethods(t *testing.T) {
 			RetryPolicy struct{ MaxAttempts int }
 		}
 	}
-	sc := call.ServiceConfig("greeter")
+	sc := call.ServiceConfig("greeter", call.DefaultPolicy)
 	if err := json.Unmarshal([]byte(sc), &cfg); err != nil {
 		t.Fatalf("service config is not JSON: %v\n%s", err, sc)
 	}
-	if _, ok := cfg.LoadBalancingConfig[0]["round_robin"]; !ok || cfg.HealthCheckConfig.ServiceName != "greeter" {
-		t.Errorf("service config %s: want round_robin with health checks of service greeter", sc)
+	if _, ok := cfg.LoadBalancingConfig[0][call.DefaultPolicy]; !ok || cfg.HealthCheckConfig.ServiceName != "greeter" {
+		t.Errorf("service config %s: want %s with health checks of service greeter", sc, call.DefaultPolicy)
 	}
 	// grpc.NewClient parses the config: an invalid one fails here.
 	conn, err := grpc.NewClient("passthrough:///127.0.0.1:1", grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -78,7 +79,8 @@ func startBackend(tb testing.TB, srv *etcdtest.Server) string {
 }
 
 // BenchmarkUnaryCall compares a call through discovery and balancing
-// (call.Dial) with a call over a direct connection, to the same server.
+// (call.Dial, with each policy) with a call over a direct connection, to
+// the same server.
 func BenchmarkUnaryCall(b *testing.B) {
 	srv := etcdtest.Start(b)
 	addr := startBackend(b, srv)
@@ -86,20 +88,27 @@ func BenchmarkUnaryCall(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	viaDiscovery, err := call.Dial(rb, "bench")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer viaDiscovery.Close()
 	direct, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer direct.Close()
-	for _, bc := range []struct {
+	cases := []struct {
 		name string
 		conn *grpc.ClientConn
-	}{{"direct", direct}, {"discovery", viaDiscovery}} {
+	}{{"direct", direct}}
+	for _, policy := range []string{"round_robin", balance.Weighted, balance.P2CEWMA} {
+		conn, err := call.Dial(rb, "bench", call.WithPolicy(policy))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer conn.Close()
+		cases = append(cases, struct {
+			name string
+			conn *grpc.ClientConn
+		}{"discovery/" + policy, conn})
+	}
+	for _, bc := range cases {
 		b.Run(bc.name, func(b *testing.B) {
 			client := healthpb.NewHealthClient(bc.conn)
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

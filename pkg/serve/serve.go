@@ -127,8 +127,10 @@ type Server struct {
 	lis    net.Listener
 	grpc   *grpc.Server
 	health *health.Server
-	inst   discovery.Instance
-	reg    *register.Registration
+	// stopping is closed when GracefulStop begins.
+	stopping chan struct{}
+	inst     discovery.Instance
+	reg      *register.Registration
 }
 
 var _ grpc.ServiceRegistrar = (*Server)(nil)
@@ -169,11 +171,12 @@ func New(cfg Config, etcd *clientv3.Client, log *slog.Logger, opts ...grpc.Serve
 	}, opts...)
 	s := &Server{
 		cfg: cfg, etcd: etcd, lis: lis, inst: inst, base: log,
-		log:    log.With("service", cfg.Service, "instance", inst.ID, "addr", advertise),
-		grpc:   grpc.NewServer(opts...),
-		health: health.NewServer(),
+		log:      log.With("service", cfg.Service, "instance", inst.ID, "addr", advertise),
+		grpc:     grpc.NewServer(opts...),
+		health:   health.NewServer(),
+		stopping: make(chan struct{}),
 	}
-	healthpb.RegisterHealthServer(s.grpc, s.health)
+	healthpb.RegisterHealthServer(s.grpc, heartbeatHealth{Server: s.health, stopping: s.stopping})
 	reflection.Register(s.grpc)
 	return s, nil
 }
@@ -251,6 +254,7 @@ func (s *Server) shutdown(reg *register.Registration, served <-chan error) error
 	case <-time.After(s.cfg.DrainDelay):
 	case <-ctx.Done():
 	}
+	close(s.stopping)
 	stopped := make(chan struct{})
 	go func() { s.grpc.GracefulStop(); close(stopped) }()
 	select {

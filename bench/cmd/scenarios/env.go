@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -32,7 +33,7 @@ type env struct {
 	obs      *observer
 }
 
-func setup(ctx context.Context, st stack, etcdBin string, etcdSize, instances int) (*env, error) {
+func setup(ctx context.Context, st stack, etcdBin string, etcdSize int, instances [][]string) (*env, error) {
 	dir, err := os.MkdirTemp("", "rollcall-bench-")
 	if err != nil {
 		return nil, err
@@ -47,8 +48,8 @@ func setup(ctx context.Context, st stack, etcdBin string, etcdSize, instances in
 		e.close()
 		return nil, err
 	}
-	for range instances {
-		if _, err := e.startGreeter(); err != nil {
+	for _, extra := range instances {
+		if _, err := e.startGreeter(extra...); err != nil {
 			e.close()
 			return nil, err
 		}
@@ -59,7 +60,7 @@ func setup(ctx context.Context, st stack, etcdBin string, etcdSize, instances in
 	}
 	e.conn.Connect()
 	e.client = greeterv1.NewGreeterServiceClient(e.conn)
-	if _, err := e.obs.awaitCount(instances, 30*time.Second); err != nil {
+	if _, err := e.obs.awaitCount(len(instances), 30*time.Second); err != nil {
 		e.close()
 		return nil, err
 	}
@@ -84,10 +85,12 @@ func (e *env) awaitServed(ids ...string) error {
 	return nil
 }
 
-func (e *env) startGreeter() (string, error) {
+// startGreeter starts the next instance, with extra flags (rollcall only).
+func (e *env) startGreeter(extra ...string) (string, error) {
 	e.next++
 	id := fmt.Sprintf("g%d", e.next)
-	p, err := startProc(e.dir, e.st.name+"-"+id, e.st.bin, e.st.args(e.etcd.endpoints(), id)...)
+	args := append(e.st.args(e.etcd.endpoints(), id), extra...)
+	p, err := startProc(e.dir, strings.ReplaceAll(e.st.name, "/", "-")+"-"+id, e.st.bin, args...)
 	if err != nil {
 		return "", err
 	}

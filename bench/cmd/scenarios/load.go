@@ -22,6 +22,13 @@ type recorder struct {
 	firstSeen map[string]time.Time
 	latencies []time.Duration
 	notify    map[string]chan time.Time // instance -> first call time
+	after     []waiter
+}
+
+type waiter struct {
+	id    string
+	since time.Time
+	ch    chan time.Time
 }
 
 func newRecorder() *recorder {
@@ -30,6 +37,7 @@ func newRecorder() *recorder {
 
 func (r *recorder) record(id string, err error, latency time.Duration) {
 	now := time.Now()
+	started := now.Add(-latency)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.calls++
@@ -41,6 +49,13 @@ func (r *recorder) record(id string, err error, latency time.Duration) {
 	}
 	r.codes["OK"]++
 	r.byID[id]++
+	for i, w := range r.after {
+		if w.id == id && started.After(w.since) {
+			w.ch <- now
+			r.after = append(r.after[:i], r.after[i+1:]...)
+			break
+		}
+	}
 	if _, ok := r.firstSeen[id]; !ok {
 		r.firstSeen[id] = now
 		if ch, ok := r.notify[id]; ok {
@@ -48,6 +63,16 @@ func (r *recorder) record(id string, err error, latency time.Duration) {
 			delete(r.notify, id)
 		}
 	}
+}
+
+// firstCallAfter returns a channel that receives when id serves a call
+// that started after t.
+func (r *recorder) firstCallAfter(id string, t time.Time) <-chan time.Time {
+	ch := make(chan time.Time, 1)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.after = append(r.after, waiter{id: id, since: t, ch: ch})
+	return ch
 }
 
 // firstCall returns a channel that receives when id serves its first call.

@@ -8,9 +8,11 @@ package main
 
 import (
 	"context"
+
 	"encoding/json"
 	"flag"
 	"fmt"
+	_ "google.golang.org/grpc/balancer/leastrequest" // compared in the balancing scenarios
 	"os"
 	"strings"
 )
@@ -25,7 +27,7 @@ func main() {
 func run() error {
 	only := flag.String("run", "", "comma-separated scenarios (default: all)")
 	short := flag.Bool("smoke", false, "a few seconds per scenario, for CI")
-	stacks := flag.String("stacks", "rollcall,baseline", "stacks to run")
+	stacks := flag.String("stacks", "rollcall,baseline", "stacks to run: rollcall, rollcall/<policy>, baseline")
 	bin := flag.String("bin", "bin", "directory with etcd, greeter and baseline-greeter")
 	flag.Parse()
 
@@ -35,10 +37,12 @@ func run() error {
 	}
 	var chosen []stack
 	for _, name := range strings.Split(*stacks, ",") {
-		switch name {
-		case "rollcall":
-			chosen = append(chosen, rollcallStack(*bin+"/greeter"))
-		case "baseline":
+		switch {
+		case strings.HasPrefix(name, "rollcall/"):
+			chosen = append(chosen, rollcallStack(*bin+"/greeter", strings.TrimPrefix(name, "rollcall/")))
+		case name == "rollcall":
+			chosen = append(chosen, rollcallStack(*bin+"/greeter", ""))
+		case name == "baseline":
 			chosen = append(chosen, baselineStack(*bin+"/baseline-greeter"))
 		default:
 			return fmt.Errorf("unknown stack %q: want rollcall or baseline", name)
@@ -64,9 +68,21 @@ func run() error {
 	var results []result
 	out := json.NewEncoder(os.Stdout)
 	for _, sc := range selected {
-		for _, st := range chosen {
+		stacks := chosen
+		if sc.policies {
+			// Balancing scenarios compare rollcall's policies, not stacks.
+			stacks = nil
+			for _, p := range policies {
+				stacks = append(stacks, rollcallStack(*bin+"/greeter", p))
+			}
+		}
+		for _, st := range stacks {
 			r := result{Scenario: sc.name, Stack: st.name}
-			e, err := setup(ctx, st, *bin+"/etcd", sc.etcdSize, sc.instances)
+			instances := make([][]string, sc.instances)
+			if sc.flags != nil {
+				instances = sc.flags
+			}
+			e, err := setup(ctx, st, *bin+"/etcd", sc.etcdSize, instances)
 			if err == nil {
 				err = sc.run(ctx, e, t, &r)
 				e.close()
@@ -78,7 +94,7 @@ func run() error {
 			results = append(results, r)
 		}
 	}
-	missed := printTable(os.Stdout, results)
+	missed := printTable(os.Stdout, results) + printBalanceTable(os.Stdout, results)
 	if missed > 0 {
 		return fmt.Errorf("rollcall missed %d target(s)", missed)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"runtime"
 	"slices"
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	greeterv1 "github.com/rollcall/rollcall/api/greeter/v1"
+	"github.com/rollcall/rollcall/pkg/balance"
 )
 
 // timing is how long each phase of a scenario lasts.
@@ -25,7 +27,7 @@ type timing struct {
 }
 
 var (
-	full  = timing{warm: 2 * time.Second, after: 5 * time.Second, etcdDown: 10 * time.Second, scaleEvents: 20, bursts: 3, throughput: 5 * time.Second}
+	full  = timing{warm: 2 * time.Second, after: 5 * time.Second, etcdDown: 10 * time.Second, scaleEvents: 20, bursts: 3, throughput: 10 * time.Second}
 	smoke = timing{warm: time.Second, after: 2 * time.Second, etcdDown: 3 * time.Second, scaleEvents: 3, bursts: 1, throughput: 2 * time.Second}
 )
 
@@ -46,27 +48,143 @@ type scenario struct {
 	name      string
 	etcdSize  int
 	instances int
-	run       func(ctx context.Context, e *env, t timing, r *result) error
+	// flags, when set, are each instance's extra greeter flags (and set
+	// the number of instances).
+	flags [][]string
+	// policies: run for each balancing policy instead of each stack.
+	policies bool
+	run      func(ctx context.Context, e *env, t timing, r *result) error
 }
 
+// policies are the balancing policies the balancing scenarios compare;
+// recommended is the one their targets are for.
+var (
+	policies    = []string{"round_robin", "least_request_experimental", balance.Weighted, balance.P2CEWMA}
+	recommended = balance.P2CEWMA
+)
+
+// fast is the handler latency of a normal instance in the balancing
+// scenarios; a slow one answers ten times slower.
+var fast = []string{"-latency", "2ms"}
+
+// weight is a fast instance registered with weight w.
+func weight(w int) []string { return append(fast[:len(fast):len(fast)], "-weight", fmt.Sprint(w)) }
+
 var scenarios = []scenario{
-	{"kill", 1, 3, func(ctx context.Context, e *env, t timing, r *result) error {
+	{"kill", 1, 3, nil, false, func(ctx context.Context, e *env, t timing, r *result) error {
 		return underLoad(e, t, r, func() error { e.stopGreeter("g2", syscall.SIGKILL); return nil })
 	}},
-	{"term", 1, 3, func(ctx context.Context, e *env, t timing, r *result) error {
+	{"term", 1, 3, nil, false, func(ctx context.Context, e *env, t timing, r *result) error {
 		return underLoad(e, t, r, func() error { e.stopGreeter("g2", syscall.SIGTERM); return nil })
 	}},
-	{"rolling", 1, 3, runRolling},
-	{"scale-up", 1, 3, runScaleUp},
-	{"etcd-down", 1, 3, func(ctx context.Context, e *env, t timing, r *result) error {
+	{"rolling", 1, 3, nil, false, runRolling},
+	{"scale-up", 1, 3, nil, false, runScaleUp},
+	{"etcd-down", 1, 3, nil, false, func(ctx context.Context, e *env, t timing, r *result) error {
 		return runEtcdOutage(ctx, e, t, r, false)
 	}},
-	{"etcd-wiped", 1, 3, func(ctx context.Context, e *env, t timing, r *result) error {
+	{"etcd-wiped", 1, 3, nil, false, func(ctx context.Context, e *env, t timing, r *result) error {
 		return runEtcdOutage(ctx, e, t, r, true)
 	}},
-	{"etcd-leader", 3, 3, runLeader},
-	{"churn", 1, 3, runChurn},
-	{"throughput", 1, 1, runThroughput},
+	{"etcd-leader", 3, 3, nil, false, runLeader},
+	{"churn", 1, 3, nil, false, runChurn},
+	{"throughput", 1, 1, nil, false, runThroughput},
+	{"slow", 1, 3, [][]string{fast, fast, fast}, true, runSlow},
+	{"hang", 1, 3, [][]string{fast, fast, fast}, true, runHang},
+	{"weights", 1, 3, [][]string{weight(1), weight(1), weight(3)}, true, runWeights},
+}
+
+// runSlow measures all-fast, then replaces one instance by one ten times
+// slower, and compares p99 and throughput.
+func runSlow(ctx context.Context, e *env, t timing, r *result) error {
+	measure := func() (p99 time.Duration, rate float64) {
+		l := startLoad(e.client, 32, time.Second)
+		time.Sleep(t.warm + t.after)
+		elapsed := l.stop()
+		calls, _, _, _, p := l.rec.snapshot()
+		return p, float64(calls) / elapsed.Seconds()
+	}
+	fastP99, fastRate := measure()
+	id, err := e.startGreeter("-latency", "20ms")
+	if err != nil {
+		return err
+	}
+	e.stopGreeter("g3", syscall.SIGTERM)
+	if _, err := e.obs.awaitCount(3, 30*time.Second); err != nil {
+		return err
+	}
+	if err := e.awaitServed(id); err != nil {
+		return err
+	}
+	l := startLoad(e.client, 32, time.Second)
+	time.Sleep(t.warm + t.after)
+	r.fill(l.rec, l.stop())
+	_, _, _, byID, slowP99 := l.rec.snapshot()
+	r.metric("p99_ratio", float64(slowP99)/float64(fastP99))
+	r.metric("throughput_ratio", r.CallsPerSec/fastRate)
+	r.metric("slow_share", float64(byID[id])/float64(max(r.Calls, 1)))
+	return nil
+}
+
+// runHang stops one instance (SIGSTOP) for 8 s under load, then resumes it.
+func runHang(ctx context.Context, e *env, t timing, r *result) error {
+	addr, err := e.addrOf(ctx, "g2")
+	if err != nil {
+		return err
+	}
+	l := startLoad(e.client, 32, time.Second)
+	time.Sleep(t.warm)
+	beforeCalls, _, _, _, _ := l.rec.snapshot()
+	beforeStart := time.Now()
+	time.Sleep(2 * time.Second)
+	midCalls, _, _, _, _ := l.rec.snapshot()
+	before := float64(midCalls-beforeCalls) / time.Since(beforeStart).Seconds()
+
+	p := e.greeters["g2"]
+	stopped := time.Now()
+	p.cmd.Process.Signal(syscall.SIGSTOP)
+	hangFor := 8 * time.Second
+	if t == smoke {
+		hangFor = 3 * time.Second
+	}
+	time.Sleep(hangFor)
+	duringCalls, _, _, _, _ := l.rec.snapshot()
+	during := float64(duringCalls-midCalls) / time.Since(stopped).Seconds()
+	resumed := time.Now()
+	p.cmd.Process.Signal(syscall.SIGCONT)
+	back := l.rec.firstCallAfter("g2", resumed)
+	var backAfter time.Duration = -1
+	select {
+	case at := <-back:
+		backAfter = at.Sub(resumed)
+	case <-time.After(10 * time.Second):
+	}
+	r.fill(l.rec, l.stop())
+	picksLate := 0
+	for _, at := range e.obs.triesTo(addr) {
+		if at.After(stopped.Add(time.Second)) && at.Before(resumed) {
+			picksLate++
+		}
+	}
+	r.metric("throughput_during_stop_ratio", during/before)
+	r.metric("picks_after_1s", float64(picksLate))
+	r.metric("back_after_ms", ms(backAfter))
+	return nil
+}
+
+// runWeights runs instances registered with weights 1, 1 and 3.
+func runWeights(ctx context.Context, e *env, t timing, r *result) error {
+	l := startLoad(e.client, 32, time.Second)
+	time.Sleep(t.warm + t.after)
+	r.fill(l.rec, l.stop())
+	_, _, _, byID, _ := l.rec.snapshot()
+	worst := 0.0
+	for id, want := range map[string]float64{"g1": 0.2, "g2": 0.2, "g3": 0.6} {
+		share := float64(byID[id]) / float64(max(r.Calls, 1))
+		r.metric("share_"+id, share)
+		worst = max(worst, math.Abs(share-want))
+	}
+	r.metric("worst_share_error_points", 100*worst)
+	return nil
 }
 
 // underLoad runs 32 workers with a 1 s deadline, applies event after the
@@ -320,14 +438,14 @@ func runThroughput(ctx context.Context, e *env, t timing, r *result) error {
 	directClient := greeterv1.NewGreeterServiceClient(direct)
 	viaDiscovery, viaDirect := newRecorder(), newRecorder()
 	var discoveryTime, directTime time.Duration
-	for round := range 4 {
+	for round := range 8 {
 		if round%2 == 0 {
 			l := startLoadInto(viaDiscovery, e.client, 32, time.Second)
-			time.Sleep(t.throughput / 2)
+			time.Sleep(t.throughput / 4)
 			discoveryTime += l.stop()
 		} else {
 			l := startLoadInto(viaDirect, directClient, 32, time.Second)
-			time.Sleep(t.throughput / 2)
+			time.Sleep(t.throughput / 4)
 			directTime += l.stop()
 		}
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"sync"
@@ -10,6 +11,7 @@ import (
 	etcdnaming "go.etcd.io/etcd/client/v3/naming/resolver"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/resolver"
 
 	"github.com/rollcall/rollcall/pkg/call"
@@ -28,9 +30,17 @@ type stack struct {
 	dial   func(cli *clientv3.Client, service string, obs *observer) (*grpc.ClientConn, error)
 }
 
-func rollcallStack(bin string) stack {
+// rollcallStack dials with call.Dial's defaults, or with another balancing
+// policy when policy is set (the stack is then named rollcall/<policy>).
+func rollcallStack(bin, policy string) stack {
+	name := "rollcall"
+	var opts []call.Option
+	if policy != "" {
+		name += "/" + policy
+		opts = append(opts, call.WithPolicy(policy))
+	}
 	return stack{
-		name:   "rollcall",
+		name:   name,
 		bin:    bin,
 		prefix: func(service string) string { return "rollcall/" + service + "/" },
 		args: func(etcd []string, id string) []string {
@@ -45,7 +55,7 @@ func rollcallStack(bin string) stack {
 			if err != nil {
 				return nil, err
 			}
-			return call.Dial(rb, service)
+			return call.Dial(rb, service, append(opts, call.WithDialOptions(grpc.WithChainUnaryInterceptor(obs.attempts)))...)
 		},
 	}
 }
@@ -78,9 +88,44 @@ type observer struct {
 	count   int
 	at      time.Time
 	changed chan struct{}
+	// tries records every attempt of a call (rollcall's may try again on
+	// another instance) with the address it went to.
+	tries []try
+}
+
+type try struct {
+	at   time.Time
+	addr string
 }
 
 func newObserver() *observer { return &observer{count: -1, changed: make(chan struct{})} }
+
+// attempts is the innermost interceptor: it sees each attempt and records
+// which instance the balancer picked for it.
+func (o *observer) attempts(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	var p peer.Peer
+	start := time.Now()
+	err := invoker(ctx, method, req, reply, cc, append(opts, grpc.Peer(&p))...)
+	if p.Addr != nil {
+		o.mu.Lock()
+		o.tries = append(o.tries, try{at: start, addr: p.Addr.String()})
+		o.mu.Unlock()
+	}
+	return err
+}
+
+// triesTo returns the start times of the attempts that went to addr.
+func (o *observer) triesTo(addr string) []time.Time {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var out []time.Time
+	for _, t := range o.tries {
+		if t.addr == addr {
+			out = append(out, t.at)
+		}
+	}
+	return out
+}
 
 func (o *observer) wrap(b resolver.Builder) resolver.Builder { return &observedBuilder{b, o} }
 

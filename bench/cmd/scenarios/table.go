@@ -54,18 +54,94 @@ func reregistered(r result) (string, bool) {
 	return fmt.Sprintf("%s; re-registered in %.0f ms; %.0f of 3 registered a TTL later", f, ms, kept), ok && ms <= 2000 && kept == 3
 }
 
+// balanceTargets are the balancing scenarios' targets for the recommended
+// policy, P2CEWMA.
+var balanceTargets = map[string]target{
+	"slow": {"p99 <= 1.5x all-fast; throughput >= 0.95 of all-fast", func(r result) (string, bool) {
+		p, tp := r.Metrics["p99_ratio"], r.Metrics["throughput_ratio"]
+		return fmt.Sprintf("p99 %.2fx, throughput %.2f, slow share %.1f%%, %d failed", p, tp, 100*r.Metrics["slow_share"], r.Failed),
+			r.Error == "" && p <= 1.5 && tp >= 0.95
+	}},
+	"hang": {"0 failed; throughput >= 0.9; no pick 1 s after the stop; back within 5 s", func(r result) (string, bool) {
+		tp, picks, back := r.Metrics["throughput_during_stop_ratio"], r.Metrics["picks_after_1s"], r.Metrics["back_after_ms"]
+		return fmt.Sprintf("%d failed; throughput %.2f; %.0f picks; back in %.0f ms", r.Failed, tp, picks, back),
+			r.Error == "" && r.Failed == 0 && tp >= 0.9 && picks == 0 && back >= 0 && back <= 5000
+	}},
+	"weights": {"shares 20/20/60 % within 2 points", func(r result) (string, bool) {
+		w := r.Metrics["worst_share_error_points"]
+		return fmt.Sprintf("%.0f/%.0f/%.0f %%", 100*r.Metrics["share_g1"], 100*r.Metrics["share_g2"], 100*r.Metrics["share_g3"]),
+			r.Error == "" && w <= 2
+	}},
+}
+
+// printBalanceTable prints the balancing scenarios, a column per policy,
+// and returns how many targets the recommended policy missed.
+func printBalanceTable(w io.Writer, results []result) int {
+	var rows []string
+	byKey := map[string]result{}
+	for _, r := range results {
+		if _, ok := balanceTargets[r.Scenario]; !ok {
+			continue
+		}
+		if !contains(rows, r.Scenario) {
+			rows = append(rows, r.Scenario)
+		}
+		byKey[r.Scenario+"/"+r.Stack] = r
+	}
+	if len(rows) == 0 {
+		return 0
+	}
+	fmt.Fprintf(w, "\n| scenario | target (recommended policy) |")
+	for _, p := range policies {
+		fmt.Fprintf(w, " %s |", p)
+	}
+	fmt.Fprintf(w, " %s meets target |\n|---|---|%s---|\n", recommended, strings.Repeat("---|", len(policies)))
+	missed := 0
+	for _, name := range rows {
+		tg := balanceTargets[name]
+		fmt.Fprintf(w, "| %s | %s |", name, tg.text)
+		verdict := "-"
+		for _, p := range policies {
+			r, ok := byKey[name+"/rollcall/"+p]
+			if !ok {
+				fmt.Fprintf(w, " not run |")
+				continue
+			}
+			text, met := tg.metric(r)
+			if r.Error != "" {
+				text += " (error: " + strings.SplitN(r.Error, "\n", 2)[0] + ")"
+			}
+			fmt.Fprintf(w, " %s |", text)
+			if p == recommended {
+				verdict = "yes"
+				if !met {
+					verdict, missed = "**no**", missed+1
+				}
+			}
+		}
+		fmt.Fprintf(w, " %s |\n", verdict)
+	}
+	return missed
+}
+
 // printTable prints one row per scenario with each stack's figure, and
 // returns how many targets rollcall missed.
 func printTable(w io.Writer, results []result) int {
 	byKey := map[string]result{}
 	var order []string
 	for _, r := range results {
+		if _, ok := targets[r.Scenario]; !ok {
+			continue
+		}
 		if _, seen := byKey[r.Scenario+"/rollcall"]; !seen && !contains(order, r.Scenario) {
 			order = append(order, r.Scenario)
 		}
 		byKey[r.Scenario+"/"+r.Stack] = r
 	}
 	missed := 0
+	if len(order) == 0 {
+		return 0
+	}
 	fmt.Fprintf(w, "\n| scenario | target | rollcall | baseline (etcd naming) | rollcall meets target |\n|---|---|---|---|---|\n")
 	for _, name := range order {
 		tg := targets[name]

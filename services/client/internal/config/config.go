@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rollcall/rollcall/pkg/call"
 	"github.com/rollcall/rollcall/pkg/discovery"
 	"github.com/rollcall/rollcall/pkg/flagenv"
 )
@@ -29,6 +30,8 @@ type Config struct {
 	Service   string
 	Namespace string
 	Name      string
+	// Policy is the balancing policy; empty means rollcall's default.
+	Policy string
 
 	Mode        string
 	Rate        float64       // demo: calls per second
@@ -50,12 +53,13 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (*Config, 
 	env := map[string]string{
 		"service": "TARGET_SERVICE", "namespace": "DISCOVERY_NAMESPACE", "mode": "CLIENT_MODE", "rate": "CLIENT_RATE",
 		"concurrency": "CLIENT_CONCURRENCY", "duration": "CLIENT_DURATION", "timeout": "CLIENT_TIMEOUT",
-		"view": "CLIENT_VIEW", "log-level": "LOG_LEVEL", "log-format": "LOG_FORMAT",
+		"view": "CLIENT_VIEW", "policy": "CLIENT_POLICY", "log-level": "LOG_LEVEL", "log-format": "LOG_FORMAT",
 	}
 	c.Etcd.RegisterFlags(fs, env)
 	fs.StringVar(&c.Service, "service", c.Service, "service to call")
 	fs.StringVar(&c.Namespace, "namespace", c.Namespace, "first segment of etcd keys")
 	fs.StringVar(&c.Name, "name", c.Name, "name to greet")
+	fs.StringVar(&c.Policy, "policy", c.Policy, "balancing policy (default: rollcall's, "+call.DefaultPolicy+"; round_robin shows calls in turn)")
 	fs.StringVar(&c.Mode, "mode", c.Mode, "demo (slow, every answer shown) or load (closed loop, JSON summary)")
 	fs.Float64Var(&c.Rate, "rate", c.Rate, "demo: calls per second")
 	fs.IntVar(&c.Concurrency, "concurrency", c.Concurrency, "load: concurrent workers")

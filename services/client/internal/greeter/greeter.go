@@ -35,7 +35,11 @@ func NewResolver(cfg *config.Config, etcd *clientv3.Client, log *slog.Logger) (*
 
 // NewConn dials the configured service; the cleanup closes the connection.
 func NewConn(cfg *config.Config, rb *resolve.Builder) (grpc.ClientConnInterface, func(), error) {
-	conn, err := call.Dial(rb, cfg.Service)
+	var opts []call.Option
+	if cfg.Policy != "" {
+		opts = append(opts, call.WithPolicy(cfg.Policy))
+	}
+	conn, err := call.Dial(rb, cfg.Service, opts...)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -1,0 +1,226 @@
+package balance_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/rollcall/rollcall/pkg/balance"
+	"github.com/rollcall/rollcall/pkg/discovery"
+	"github.com/rollcall/rollcall/pkg/discovery/register"
+	"github.com/rollcall/rollcall/pkg/discovery/resolve"
+	"github.com/rollcall/rollcall/pkg/etcdtest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, etcdtest.IgnoredGoroutines()...)
+}
+
+// backend is a real gRPC server whose health service sends rollcall's
+// heartbeat, and which can be paused: it then neither beats nor answers,
+// like a process under SIGSTOP.
+type backend struct {
+	healthpb.UnimplementedHealthServer
+	id      string
+	addr    string
+	latency time.Duration
+	paused  atomic.Bool
+	resume  chan struct{}
+	mu      sync.Mutex
+}
+
+func (b *backend) wait(ctx context.Context) error {
+	for b.paused.Load() {
+		b.mu.Lock()
+		ch := b.resume
+		b.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+func (b *backend) Check(ctx context.Context, _ *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
+	if err := b.wait(ctx); err != nil {
+		return nil, err
+	}
+	time.Sleep(b.latency) // the backend's service time, not synchronization
+	grpc.SetHeader(ctx, metadata.Pairs("instance-id", b.id))
+	return &healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}, nil
+}
+
+func (b *backend) Watch(req *healthpb.HealthCheckRequest, stream healthpb.Health_WatchServer) error {
+	tick := time.NewTicker(balance.LivenessInterval)
+	defer tick.Stop()
+	for {
+		if err := b.wait(stream.Context()); err != nil {
+			return err
+		}
+		if err := stream.Send(&healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}); err != nil {
+			return err
+		}
+		if req.GetService() != balance.LivenessService {
+			<-stream.Context().Done()
+			return nil
+		}
+		select {
+		case <-stream.Context().Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+func (b *backend) pause() {
+	b.mu.Lock()
+	b.resume = make(chan struct{})
+	b.mu.Unlock()
+	b.paused.Store(true)
+}
+
+func (b *backend) unpause() {
+	b.paused.Store(false)
+	b.mu.Lock()
+	close(b.resume)
+	b.mu.Unlock()
+}
+
+func startBackends(t *testing.T, srv *etcdtest.Server, weights ...uint32) []*backend {
+	t.Helper()
+	quiet := register.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	var out []*backend
+	for i, w := range weights {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := &backend{id: fmt.Sprintf("b%d", i+1), addr: lis.Addr().String(), latency: time.Millisecond, resume: make(chan struct{})}
+		s := grpc.NewServer()
+		healthpb.RegisterHealthServer(s, b)
+		done := make(chan struct{})
+		go func() { defer close(done); s.Serve(lis) }()
+		reg, err := register.New(srv.Client(), discovery.Instance{Service: "svc", ID: b.id, Addr: b.addr, Metadata: discovery.Metadata{Weight: w}}, quiet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if b.paused.Load() {
+				b.unpause()
+			}
+			reg.Close(context.Background())
+			s.Stop()
+			<-done
+		})
+		out = append(out, b)
+	}
+	return out
+}
+
+func dial(t *testing.T, srv *etcdtest.Server, policy string) healthpb.HealthClient {
+	t.Helper()
+	rb, err := resolve.NewBuilder(srv.Client())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(rb.Target("svc"), grpc.WithResolvers(rb),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"`+policy+`":{}}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return healthpb.NewHealthClient(conn)
+}
+
+// spread makes n calls, each with a deadline, and counts them per backend.
+func spread(client healthpb.HealthClient, n int, deadline time.Duration) map[string]int {
+	counts := map[string]int{}
+	for range n {
+		ctx, cancel := context.WithTimeout(context.Background(), deadline)
+		var md metadata.MD
+		_, err := client.Check(ctx, &healthpb.HealthCheckRequest{}, grpc.Header(&md))
+		cancel()
+		if err != nil {
+			counts["error"]++
+			continue
+		}
+		counts[md.Get("instance-id")[0]]++
+	}
+	return counts
+}
+
+// awaitAll calls until every backend has answered.
+func awaitAll(t *testing.T, client healthpb.HealthClient, n int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if got := spread(client, 10*n, time.Second); len(got) == n && got["error"] == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("backends never all answered")
+		}
+	}
+}
+
+func TestWeightsSetShares(t *testing.T) {
+	for _, policy := range []string{balance.Weighted, balance.P2CEWMA} {
+		t.Run(policy, func(t *testing.T) {
+			srv := etcdtest.Start(t)
+			startBackends(t, srv, 1, 1, 3)
+			client := dial(t, srv, policy)
+			awaitAll(t, client, 3)
+			got := spread(client, 1000, time.Second)
+			for id, want := range map[string]int{"b1": 200, "b2": 200, "b3": 600} {
+				if d := got[id] - want; d < -50 || d > 50 {
+					t.Errorf("1000 calls spread %v; want about 200/200/600", got)
+					break
+				}
+			}
+		})
+	}
+}
+
+func TestStalledBackendGetsNoCallsThenComesBack(t *testing.T) {
+	for _, policy := range []string{balance.Weighted, balance.P2CEWMA} {
+		t.Run(policy, func(t *testing.T) {
+			srv := etcdtest.Start(t)
+			backends := startBackends(t, srv, 1, 1, 1)
+			client := dial(t, srv, policy)
+			awaitAll(t, client, 3)
+
+			backends[1].pause()
+			// Calls may go to it until its heartbeat is overdue.
+			stallSeen := time.Now().Add(time.Second)
+			for time.Now().Before(stallSeen) {
+				spread(client, 1, 100*time.Millisecond)
+			}
+			got := spread(client, 300, 2*time.Second)
+			if got["b2"] != 0 || got["error"] != 0 {
+				t.Errorf("calls after the stall: %v; want none to b2 and no error", got)
+			}
+			backends[1].unpause()
+			deadline := time.Now().Add(5 * time.Second)
+			for spread(client, 30, time.Second)["b2"] == 0 {
+				if time.Now().After(deadline) {
+					t.Fatalf("b2 got no call within 5 s of resuming")
+				}
+			}
+		})
+	}
+}
