@@ -52,7 +52,7 @@ type endpoint struct {
 // stats are kept per address across picker updates.
 type stats struct {
 	inflight atomic.Int64
-	ewmaNs   atomic.Int64 // EWMA of successful call latency
+	ewmaNs   atomic.Int64 // latency estimate (see weightDown), nanoseconds
 }
 
 type builder struct {
@@ -81,7 +81,6 @@ func (b builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balan
 type addrState struct {
 	stats    stats
 	liveness atomic.Pointer[liveness]
-	beating  atomic.Bool // the server has sent heartbeats
 }
 
 // loadAware runs a pick_first child per instance (endpointsharding) and
@@ -134,9 +133,7 @@ func (lb *loadAware) NewSubConn(addrs []resolver.Address, opts balancer.NewSubCo
 		switch s.ConnectivityState {
 		case connectivity.Ready:
 			p, _ := sc.GetOrBuildProducer(livenessProducer)
-			l := p.(*liveness)
-			l.beating.Store(&st.beating)
-			st.liveness.Store(l)
+			st.liveness.Store(p.(*liveness))
 		case connectivity.Shutdown:
 			lb.mu.Lock()
 			if lb.byAddr[addr] == st {

@@ -185,9 +185,10 @@ func TestWeightsSetShares(t *testing.T) {
 			startBackends(t, srv, 1, 1, 3)
 			client := dial(t, srv, policy)
 			awaitAll(t, client, 3)
+			// Picks are random draws: allow about four standard deviations.
 			got := spread(client, 1000, time.Second)
 			for id, want := range map[string]int{"b1": 200, "b2": 200, "b3": 600} {
-				if d := got[id] - want; d < -50 || d > 50 {
+				if d := got[id] - want; d < -70 || d > 70 {
 					t.Errorf("1000 calls spread %v; want about 200/200/600", got)
 					break
 				}
@@ -210,7 +211,7 @@ func TestStalledBackendGetsNoCallsThenComesBack(t *testing.T) {
 			for time.Now().Before(stallSeen) {
 				spread(client, 1, 100*time.Millisecond)
 			}
-			got := spread(client, 300, 2*time.Second)
+			got := spread(client, 300, 500*time.Millisecond)
 			if got["b2"] != 0 || got["error"] != 0 {
 				t.Errorf("calls after the stall: %v; want none to b2 and no error", got)
 			}

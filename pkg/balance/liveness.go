@@ -25,13 +25,13 @@ const (
 
 // liveness is a subchannel producer that watches the heartbeat. gRPC
 // closes producers whenever the subchannel changes state, so one lives
-// only as long as a connection; beating, shared by every liveness of an
-// address, remembers that the server sends heartbeats at all.
+// only as long as a connection.
 type liveness struct {
-	started time.Time
-	beats   atomic.Int64 // heartbeats received
-	last    atomic.Int64 // unix nanos of the last one
-	beating atomic.Pointer[atomic.Bool]
+	// beating: the server answered the watch with a status it knows, so
+	// it sends heartbeats (a server without rollcall's health service
+	// answers SERVICE_UNKNOWN once and then nothing).
+	beating atomic.Bool
+	last    atomic.Int64 // unix nanos of the last heartbeat
 	cancel  context.CancelFunc
 	done    chan struct{}
 }
@@ -45,7 +45,7 @@ var livenessProducer balancer.ProducerBuilder = livenessBuilder{}
 func (livenessBuilder) Build(cci any) (balancer.Producer, func()) {
 	cc := cci.(grpc.ClientConnInterface)
 	ctx, cancel := context.WithCancel(context.Background())
-	l := &liveness{started: time.Now(), cancel: cancel, done: make(chan struct{})}
+	l := &liveness{cancel: cancel, done: make(chan struct{})}
 	go l.run(ctx, healthpb.NewHealthClient(cc))
 	var once sync.Once
 	return l, func() { once.Do(func() { cancel(); <-l.done }) }
@@ -57,14 +57,13 @@ func (l *liveness) run(ctx context.Context, client healthpb.HealthClient) {
 		stream, err := client.Watch(ctx, &healthpb.HealthCheckRequest{Service: LivenessService})
 		if err == nil {
 			for {
-				if _, err := stream.Recv(); err != nil {
+				resp, err := stream.Recv()
+				if err != nil {
 					break
 				}
 				l.last.Store(time.Now().UnixNano())
-				if l.beats.Add(1) >= 2 {
-					if b := l.beating.Load(); b != nil {
-						b.Store(true)
-					}
+				if resp.GetStatus() != healthpb.HealthCheckResponse_SERVICE_UNKNOWN {
+					l.beating.Store(true)
 				}
 			}
 		}
@@ -75,17 +74,9 @@ func (l *liveness) run(ctx context.Context, client healthpb.HealthClient) {
 	}
 }
 
-// stalled reports whether a server known to send heartbeats has sent none
-// for stallAfter. A server without heartbeats (not rollcall's) is never
-// called stalled.
+// stalled reports whether a server that sends heartbeats has sent none
+// for stallAfter. A server without them (not rollcall's) is never called
+// stalled.
 func (l *liveness) stalled(now time.Time) bool {
-	b := l.beating.Load()
-	if b == nil || !b.Load() {
-		return false
-	}
-	last := l.started
-	if n := l.last.Load(); n != 0 {
-		last = time.Unix(0, n)
-	}
-	return now.Sub(last) > stallAfter
+	return l.beating.Load() && now.Sub(time.Unix(0, l.last.Load())) > stallAfter
 }

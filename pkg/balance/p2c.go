@@ -2,17 +2,27 @@ package balance
 
 import (
 	"math/rand/v2"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"time"
 
 	"google.golang.org/grpc/balancer"
 )
 
-// ewmaWeight is the weight of a new latency sample in the EWMA.
-const ewmaWeight = 0.2
+// The latency estimate is an asymmetric EWMA that follows an instance's
+// fastest answers: it falls quickly (weight down) and rises slowly (weight
+// up). Queueing on a saturated client or machine delays every instance's
+// answers alike and moves it little, while an instance that is slower at
+// its work (or fails: a failure counts as a 1 s answer) keeps it high.
+const (
+	weightDown = 0.5
+	weightUp   = 0.05
+)
 
-// slowFactor: an instance whose EWMA latency is this many times another's
-// loses to it. Closer than that, instances count as equally fast and the
-// registered weights decide.
+// slowFactor: an instance whose latency estimate is this many times
+// another's loses to it. Closer than that, instances count as equally
+// fast and the registered weights decide.
 const slowFactor = 2.0
 
 // explore is the share of picks that skip the comparison, so an instance
@@ -43,7 +53,7 @@ func (p *p2cPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	return track(chosen, info, now)
 }
 
-// latency is the instance's EWMA latency.
+// latency is the instance's latency estimate.
 func latency(ep endpoint) float64 { return float64(ep.stats.ewmaNs.Load()) }
 
 // pickWeighted draws an index with probability proportional to weight,
@@ -79,24 +89,34 @@ func track(ep endpoint, info balancer.PickInfo, start time.Time) (balancer.PickR
 	done := res.Done
 	res.Done = func(di balancer.DoneInfo) {
 		st.inflight.Add(-1)
+		defer func() {
+			if done != nil {
+				done(di)
+			}
+		}()
 		sample := time.Since(start)
-		if di.Err != nil {
-			// A failed call says the instance is worse than its latency:
-			// count it as slow as a second.
+		switch status.Code(di.Err) {
+		case codes.OK:
+		case codes.Canceled:
+			return // the caller gave up: that says nothing of the instance
+		default:
+			// A failed or timed-out call says the instance is worse than
+			// its latency: count it as slow as a second.
 			sample = max(sample, time.Second)
 		}
 		for {
 			old := st.ewmaNs.Load()
+			w := weightUp
+			if float64(sample) < float64(old) {
+				w = weightDown
+			}
 			next := int64(float64(sample))
 			if old != 0 {
-				next = int64((1-ewmaWeight)*float64(old) + ewmaWeight*float64(sample))
+				next = int64((1-w)*float64(old) + w*float64(sample))
 			}
 			if st.ewmaNs.CompareAndSwap(old, next) {
 				break
 			}
-		}
-		if done != nil {
-			done(di)
 		}
 	}
 	return res, nil

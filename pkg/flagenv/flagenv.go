@@ -15,8 +15,14 @@ import (
 
 // Parse sets every flag of fs that is listed in env (flag name -> variable)
 // from the variable when it is set, then parses args over them, so the
-// command line wins. getenv is os.Getenv in a program.
+// command line wins; positional arguments are an error. -h prints the
+// flags and their variables. getenv is os.Getenv in a program.
 func Parse(fs *flag.FlagSet, env map[string]string, args []string, getenv func(string) string) error {
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage of %s:\n", fs.Name())
+		fs.PrintDefaults()
+		fmt.Fprintf(fs.Output(), "Environment fallbacks:\n%s", usage(env))
+	}
 	for name, variable := range env {
 		value := getenv(variable)
 		if value == "" {
@@ -38,11 +44,14 @@ func Parse(fs *flag.FlagSet, env map[string]string, args []string, getenv func(s
 	if errors.Is(err, flag.ErrHelp) {
 		fs.Usage()
 	}
+	if err == nil && fs.NArg() > 0 {
+		err = fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
 	return err
 }
 
-// Usage describes the environment fallbacks for fs's usage message.
-func Usage(env map[string]string) string {
+// usage lists the environment fallbacks for the usage message.
+func usage(env map[string]string) string {
 	var b strings.Builder
 	for _, name := range slices.Sorted(maps.Keys(env)) {
 		fmt.Fprintf(&b, "  -%s  <- $%s\n", name, env[name])

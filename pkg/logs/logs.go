@@ -3,12 +3,27 @@
 package logs
 
 import (
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"strings"
 )
+
+// Config is how a process logs.
+type Config struct {
+	Level  string
+	Format string
+}
+
+// RegisterFlags adds -log-level and -log-format to fs (defaults info and
+// auto) and their environment fallbacks LOG_LEVEL and LOG_FORMAT to env.
+func (c *Config) RegisterFlags(fs *flag.FlagSet, env map[string]string) {
+	fs.StringVar(&c.Level, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.Format, "log-format", "auto", "text, json, or auto (text on a terminal)")
+	env["log-level"], env["log-format"] = "LOG_LEVEL", "LOG_FORMAT"
+}
 
 // New returns a logger writing to w. format is "text", "json", or "auto"
 // (text on a terminal, JSON otherwise).

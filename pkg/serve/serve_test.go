@@ -27,7 +27,7 @@ func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)
 
 func config() serve.Config {
 	return serve.Config{Listen: "127.0.0.1:0", Service: "greeter", ID: "g1", Namespace: "rollcall",
-		TTL: 10 * time.Second, DrainDelay: 300 * time.Millisecond, StopTimeout: 5 * time.Second}
+		TTL: 10 * time.Second, DrainDelay: 2 * time.Second, StopTimeout: 5 * time.Second}
 }
 
 // events records, in order, what a client and an etcd watcher observe.

@@ -29,7 +29,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	log, err := logs.New(os.Stderr, cfg.LogLevel, cfg.LogFormat)
+	log, err := logs.New(os.Stderr, cfg.Log.Level, cfg.Log.Format)
 	if err != nil {
 		return err
 	}

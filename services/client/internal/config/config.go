@@ -13,6 +13,7 @@ import (
 	"github.com/rollcall/rollcall/pkg/call"
 	"github.com/rollcall/rollcall/pkg/discovery"
 	"github.com/rollcall/rollcall/pkg/flagenv"
+	"github.com/rollcall/rollcall/pkg/logs"
 )
 
 // Modes of the client.
@@ -39,21 +40,20 @@ type Config struct {
 	Duration    time.Duration // 0: until stopped
 	Timeout     time.Duration // per call
 	View        string        // table, lines, none, or auto
-	LogLevel    string
-	LogFormat   string
+	Log         logs.Config
 }
 
 // Load parses args over the environment (getenv). Its error names the bad
 // flag or variable and value.
 func Load(args []string, getenv func(string) string, usage io.Writer) (*Config, error) {
 	c := &Config{Service: "greeter", Namespace: discovery.DefaultNamespace, Name: "rollcall", Mode: ModeDemo,
-		Rate: 2, Concurrency: 32, Timeout: time.Second, View: "auto", LogLevel: "info", LogFormat: "auto"}
+		Rate: 2, Concurrency: 32, Timeout: time.Second, View: "auto"}
 	fs := flag.NewFlagSet("client", flag.ContinueOnError)
 	fs.SetOutput(usage)
 	env := map[string]string{
 		"service": "TARGET_SERVICE", "namespace": "DISCOVERY_NAMESPACE", "mode": "CLIENT_MODE", "rate": "CLIENT_RATE",
 		"concurrency": "CLIENT_CONCURRENCY", "duration": "CLIENT_DURATION", "timeout": "CLIENT_TIMEOUT",
-		"view": "CLIENT_VIEW", "policy": "CLIENT_POLICY", "log-level": "LOG_LEVEL", "log-format": "LOG_FORMAT",
+		"view": "CLIENT_VIEW", "policy": "CLIENT_POLICY",
 	}
 	c.Etcd.RegisterFlags(fs, env)
 	fs.StringVar(&c.Service, "service", c.Service, "service to call")
@@ -66,18 +66,9 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (*Config, 
 	fs.DurationVar(&c.Duration, "duration", c.Duration, "how long to run (0: until interrupted)")
 	fs.DurationVar(&c.Timeout, "timeout", c.Timeout, "deadline of each call")
 	fs.StringVar(&c.View, "view", c.View, "table (redrawn in place), lines, none, or auto (table on a terminal)")
-	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
-	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text, json, or auto (text on a terminal)")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage of client:\n")
-		fs.PrintDefaults()
-		fmt.Fprintf(fs.Output(), "Environment fallbacks:\n%s", flagenv.Usage(env))
-	}
+	c.Log.RegisterFlags(fs, env)
 	if err := flagenv.Parse(fs, env, args, getenv); err != nil {
 		return nil, err
-	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	if err := c.validate(); err != nil {
 		return nil, errors.New(strings.ReplaceAll(err.Error(), "\n", "; "))

@@ -12,6 +12,7 @@ import (
 
 	"github.com/rollcall/rollcall/pkg/discovery"
 	"github.com/rollcall/rollcall/pkg/flagenv"
+	"github.com/rollcall/rollcall/pkg/logs"
 	"github.com/rollcall/rollcall/pkg/serve"
 )
 
@@ -21,37 +22,25 @@ type Config struct {
 	Etcd  discovery.EtcdConfig
 	// Latency is an artificial delay in every answer, for demos and
 	// benchmarks; 0 (the default) answers at once.
-	Latency   time.Duration
-	LogLevel  string
-	LogFormat string
+	Latency time.Duration
+	Log     logs.Config
 }
 
 // Load parses args over the environment (getenv). Its error names the bad
 // flag or variable and value.
 func Load(args []string, getenv func(string) string, usage io.Writer) (*Config, error) {
 	c := &Config{
-		Serve:     serve.Config{Listen: ":50051", Service: "greeter"},
-		LogLevel:  "info",
-		LogFormat: "auto",
+		Serve: serve.Config{Listen: ":50051", Service: "greeter"},
 	}
 	fs := flag.NewFlagSet("greeter", flag.ContinueOnError)
 	fs.SetOutput(usage)
-	env := map[string]string{"latency": "GREETER_LATENCY", "log-level": "LOG_LEVEL", "log-format": "LOG_FORMAT"}
+	env := map[string]string{"latency": "GREETER_LATENCY"}
 	c.Serve.RegisterFlags(fs, env)
 	c.Etcd.RegisterFlags(fs, env)
 	fs.DurationVar(&c.Latency, "latency", 0, "artificial delay in every answer")
-	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
-	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text, json, or auto (text on a terminal)")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage of greeter:\n")
-		fs.PrintDefaults()
-		fmt.Fprintf(fs.Output(), "Environment fallbacks:\n%s", flagenv.Usage(env))
-	}
+	c.Log.RegisterFlags(fs, env)
 	if err := flagenv.Parse(fs, env, args, getenv); err != nil {
 		return nil, err
-	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	var errs []error
 	errs = append(errs, c.Serve.Validate(), c.Etcd.Validate())
