@@ -30,6 +30,25 @@ func config() serve.Config {
 		TTL: 10 * time.Second, DrainDelay: 2 * time.Second, StopTimeout: 5 * time.Second}
 }
 
+// run runs a server with config() until the returned stop is called; ran
+// receives what Run returned. The health client is connected to it.
+func run(t *testing.T, etcd *clientv3.Client) (health healthpb.HealthClient, stop context.CancelFunc, ran <-chan error) {
+	t.Helper()
+	s, err := serve.New(config(), etcd, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	result := make(chan error, 1)
+	go func() { result <- s.Run(ctx) }()
+	conn, err := grpc.NewClient(s.Instance().Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return healthpb.NewHealthClient(conn), stop, result
+}
+
 // events records, in order, what a client and an etcd watcher observe.
 type events struct {
 	mu   sync.Mutex
@@ -56,20 +75,7 @@ func (e *events) String() string {
 func TestShutdownOrder(t *testing.T) {
 	srv := etcdtest.Start(t)
 	etcd := srv.Client()
-	s, err := serve.New(config(), etcd, quiet())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, stop := context.WithCancel(context.Background())
-	ran := make(chan error, 1)
-	go func() { ran <- s.Run(ctx) }()
-
-	conn, err := grpc.NewClient(s.Instance().Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	health := healthpb.NewHealthClient(conn)
+	health, stop, ran := run(t, etcd)
 
 	var ev events
 	watchCtx, cancelWatch := context.WithCancel(context.Background())
@@ -119,7 +125,7 @@ func TestShutdownOrder(t *testing.T) {
 	<-deleted
 	// Draining: the server still answers calls after it deregistered.
 	callCtx, cancel := context.WithTimeout(context.Background(), time.Second)
-	_, err = health.Check(callCtx, &healthpb.HealthCheckRequest{})
+	_, err := health.Check(callCtx, &healthpb.HealthCheckRequest{})
 	cancel()
 	if err != nil {
 		t.Errorf("call during the drain delay failed: %v", err)
@@ -164,21 +170,10 @@ func TestServesWhileEtcdIsDown(t *testing.T) {
 	srv := etcdtest.Start(t)
 	etcd := srv.Client()
 	srv.Stop()
-	s, err := serve.New(config(), etcd, quiet())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, stop := context.WithCancel(context.Background())
-	ran := make(chan error, 1)
-	go func() { ran <- s.Run(ctx) }()
-	conn, err := grpc.NewClient(s.Instance().Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	health, stop, ran := run(t, etcd)
 	callCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := healthpb.NewHealthClient(conn).Check(callCtx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true)); err != nil {
+	if _, err := health.Check(callCtx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true)); err != nil {
 		t.Errorf("call with etcd down: %v", err)
 	}
 	srv.Start()
