@@ -3,7 +3,6 @@ package balance_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -102,7 +101,7 @@ func (b *backend) unpause() {
 
 func startBackends(t *testing.T, srv *etcdtest.Server, weights ...uint32) []*backend {
 	t.Helper()
-	quiet := register.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	quiet := register.WithLogger(slog.New(slog.DiscardHandler))
 	var out []*backend
 	for i, w := range weights {
 		lis, err := net.Listen("tcp", "127.0.0.1:0")

@@ -3,7 +3,6 @@ package call_test
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"log/slog"
 	"net"
 	"testing"
@@ -66,7 +65,7 @@ func startBackend(tb testing.TB, srv *etcdtest.Server) string {
 	done := make(chan struct{})
 	go func() { defer close(done); s.Serve(lis) }()
 	reg, err := register.New(srv.Client(), discovery.Instance{Service: "bench", ID: "b1", Addr: lis.Addr().String()},
-		register.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+		register.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -3,7 +3,6 @@ package discovery_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"time"
 
@@ -33,7 +32,7 @@ func Example_register() {
 	defer etcd.Close()
 
 	reg, err := register.New(etcd, discovery.Instance{Service: "greeter", ID: "greeter-1", Addr: addr},
-		register.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+		register.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		panic(err)
 	}
@@ -62,7 +61,7 @@ func Example_dial() {
 		panic(err)
 	}
 	defer etcd.Close()
-	quiet := register.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	quiet := register.WithLogger(slog.New(slog.DiscardHandler))
 	for _, id := range []string{"greeter-1", "greeter-2"} {
 		addr, stop := startServer()
 		defer stop()

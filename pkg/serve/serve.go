@@ -246,14 +246,11 @@ func (s *Server) shutdown(reg *register.Registration, served <-chan error) error
 		s.log.Warn("deregistering failed; the key expires with its lease", "err", err)
 	}
 	cancelRevoke()
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StopTimeout)
-	defer cancel()
 	// Clients learn of the deregistration through their etcd watch; keep
 	// answering meanwhile. This wait is the point, not a synchronization.
-	select {
-	case <-time.After(s.cfg.DrainDelay):
-	case <-ctx.Done():
-	}
+	time.Sleep(s.cfg.DrainDelay)
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StopTimeout)
+	defer cancel()
 	close(s.stopping)
 	stopped := make(chan struct{})
 	go func() { s.grpc.GracefulStop(); close(stopped) }()

@@ -2,7 +2,6 @@ package serve_test
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -23,11 +22,11 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m, etcdtest.IgnoredGoroutines()...)
 }
 
-func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 func config() serve.Config {
 	return serve.Config{Listen: "127.0.0.1:0", Service: "greeter", ID: "g1", Namespace: "rollcall",
-		TTL: 10 * time.Second, DrainDelay: 2 * time.Second, StopTimeout: 5 * time.Second}
+		TTL: 10 * time.Second, DrainDelay: 2 * time.Second, StopTimeout: 2 * time.Second}
 }
 
 // run runs a server with config() until the returned stop is called; ran

@@ -1,7 +1,7 @@
 package register_test
 
 import (
-	"io"
+	"context"
 	"log/slog"
 	"testing"
 	"time"
@@ -16,27 +16,48 @@ import (
 // again once etcd answers after losing it; the target is under 2 s.
 // Run with -benchtime=10x: each iteration restarts etcd or waits out a TTL.
 func BenchmarkRecovery(b *testing.B) {
-	b.Run("partitioned-past-ttl", benchPartition)
+	quiet := register.WithLogger(slog.New(slog.DiscardHandler))
 	scenarios := []struct {
 		name string
-		lose func(*etcdtest.Server)
+		// setup starts a registration and returns how to lose it; the
+		// lose function returns once etcd answers again.
+		setup func(b *testing.B) (*register.Registration, func())
 	}{
 		// etcd replaced by an empty one: the lease and key are gone.
-		{"wiped", (*etcdtest.Server).Wipe},
+		{"wiped", func(b *testing.B) (*register.Registration, func()) {
+			srv := etcdtest.Start(b)
+			r := start(b, srv.Client(), quiet)
+			return r, srv.Wipe
+		}},
+		// The instance cut off from etcd until its lease (TTL 2 s)
+		// expires and etcd deletes the key, then let through again.
+		{"partitioned-past-ttl", func(b *testing.B) (*register.Registration, func()) {
+			srv := etcdtest.Start(b)
+			observer := srv.Client()
+			proxy := etcdtest.NewProxy(b, srv)
+			r := start(b, proxy.Client(), quiet, register.WithTTL(2*time.Second))
+			return r, func() {
+				resp, err := observer.Get(b.Context(), r.Key())
+				if err != nil {
+					b.Fatal(err)
+				}
+				proxy.Cut()
+				for ev := range observer.Watch(b.Context(), r.Key(), clientv3.WithRev(resp.Header.Revision+1)) {
+					if len(ev.Events) > 0 && ev.Events[0].Type == clientv3.EventTypeDelete {
+						break
+					}
+				}
+				proxy.Restore()
+			}
+		}},
 	}
 	for _, sc := range scenarios {
 		b.Run(sc.name, func(b *testing.B) {
-			srv := etcdtest.Start(b)
-			r, err := register.New(srv.Client(), instance("a", "127.0.0.1:7001"),
-				register.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer r.Close(b.Context())
+			r, lose := sc.setup(b)
 			var total time.Duration
 			for b.Loop() {
 				before := awaitPhase(b, r, register.Registered, 0)
-				sc.lose(srv)
+				lose()
 				answering := time.Now()
 				awaitPhase(b, r, register.Registered, before.Writes+1)
 				total += time.Since(answering)
@@ -44,6 +65,15 @@ func BenchmarkRecovery(b *testing.B) {
 			b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "ms/recovery")
 		})
 	}
+}
+
+func start(b *testing.B, c *clientv3.Client, opts ...register.Option) *register.Registration {
+	r, err := register.New(c, instance("a", "127.0.0.1:7001"), opts...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { r.Close(context.Background()) })
+	return r
 }
 
 func awaitPhase(b *testing.B, r *register.Registration, p register.Phase, minWrites int) register.State {
@@ -59,38 +89,4 @@ func awaitPhase(b *testing.B, r *register.Registration, p register.Phase, minWri
 			b.Fatalf("never reached %v with %d writes; last %+v", p, minWrites, s)
 		}
 	}
-}
-
-// benchPartition cuts the instance off from etcd until its lease expires
-// (TTL 2 s), then lets it through again.
-func benchPartition(b *testing.B) {
-	srv := etcdtest.Start(b)
-	observer := srv.Client()
-	proxy := etcdtest.NewProxy(b, srv)
-	r, err := register.New(proxy.Client(), instance("a", "127.0.0.1:7001"), register.WithTTL(2*time.Second),
-		register.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer r.Close(b.Context())
-	var total time.Duration
-	for b.Loop() {
-		before := awaitPhase(b, r, register.Registered, 0)
-		resp, err := observer.Get(b.Context(), r.Key())
-		if err != nil {
-			b.Fatal(err)
-		}
-		proxy.Cut()
-		// Wait for etcd to expire the lease and delete the key.
-		for ev := range observer.Watch(b.Context(), r.Key(), clientv3.WithRev(resp.Header.Revision+1)) {
-			if len(ev.Events) > 0 && ev.Events[0].Type == clientv3.EventTypeDelete {
-				break
-			}
-		}
-		proxy.Restore()
-		answering := time.Now()
-		awaitPhase(b, r, register.Registered, before.Writes+1)
-		total += time.Since(answering)
-	}
-	b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "ms/recovery")
 }

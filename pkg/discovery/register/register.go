@@ -99,6 +99,7 @@ type Registration struct {
 	mu      sync.Mutex
 	state   State
 	changed chan struct{}
+	granted clientv3.LeaseID // the lease of the latest write, which Close revokes
 
 	closeOnce sync.Once
 	closeErr  error
@@ -203,8 +204,10 @@ func (r *Registration) Close(ctx context.Context) error {
 	r.closeOnce.Do(func() {
 		r.cancel()
 		<-r.done
-		lease := r.State().Lease
+		// Revoke the lease last granted, not only the one the state names:
+		// a put cut short by Close may still have been applied.
 		r.mu.Lock()
+		lease := r.granted
 		r.state = State{Phase: Closed, Since: time.Now(), Writes: r.state.Writes}
 		close(r.changed)
 		r.changed = make(chan struct{})
@@ -275,6 +278,9 @@ func (r *Registration) write(ctx context.Context) (clientv3.LeaseID, int64, erro
 	if err != nil {
 		return clientv3.NoLease, 0, fmt.Errorf("grant lease: %w", err)
 	}
+	r.mu.Lock()
+	r.granted = grant.ID
+	r.mu.Unlock()
 	put, err := r.client.Put(callCtx, r.key, r.value, clientv3.WithLease(grant.ID))
 	if err != nil {
 		// The lease holds nothing; let it expire rather than wait on etcd.
