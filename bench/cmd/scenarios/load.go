@@ -65,6 +65,23 @@ func (r *recorder) record(id string, err error, latency time.Duration) {
 	}
 }
 
+// add counts o's calls into r.
+func (r *recorder) add(o *recorder) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls += o.calls
+	r.failed += o.failed
+	r.latencies = append(r.latencies, o.latencies...)
+	for k, v := range o.codes {
+		r.codes[k] += v
+	}
+	for k, v := range o.byID {
+		r.byID[k] += v
+	}
+}
+
 // firstCallAfter returns a channel that receives when id serves a call
 // that started after t.
 func (r *recorder) firstCallAfter(id string, t time.Time) <-chan time.Time {

@@ -140,6 +140,7 @@ func runHang(ctx context.Context, e *env, t timing, r *result) error {
 	before := float64(midCalls-beforeCalls) / time.Since(beforeStart).Seconds()
 
 	p := e.greeters["g2"]
+	e.obs.watchTries(addr)
 	stopped := time.Now()
 	p.cmd.Process.Signal(syscall.SIGSTOP)
 	hangFor := 8 * time.Second
@@ -160,7 +161,7 @@ func runHang(ctx context.Context, e *env, t timing, r *result) error {
 	}
 	r.fill(l.rec, l.stop())
 	picksLate := 0
-	for _, at := range e.obs.triesTo(addr) {
+	for _, at := range e.obs.triesTo() {
 		if at.After(stopped.Add(time.Second)) && at.Before(resumed) {
 			picksLate++
 		}
@@ -439,31 +440,33 @@ func runThroughput(ctx context.Context, e *env, t timing, r *result) error {
 	// Pairs of rounds, one each way, in alternating order: the ratio is the
 	// median of the pairs' ratios, so drift in the machine's speed over
 	// the run cancels out.
+	// Every round counts into a recorder of its own, so both ways pay the
+	// same for recording; the discovery rounds are summed afterwards.
 	viaDiscovery := newRecorder()
 	var discoveryTime, directTime time.Duration
 	var directCalls int
 	var ratios []float64
+	rate := func(c greeterv1.GreeterServiceClient) (float64, time.Duration, *recorder) {
+		l := startLoad(c, 32, time.Second)
+		time.Sleep(t.throughput / 7)
+		elapsed := l.stop()
+		n, _, _, _, _ := l.rec.snapshot()
+		return float64(n) / elapsed.Seconds(), elapsed, l.rec
+	}
 	for pair := range 7 {
-		rate := func(c greeterv1.GreeterServiceClient, rec *recorder) (float64, time.Duration) {
-			before, _, _, _, _ := rec.snapshot()
-			l := startLoadInto(rec, c, 32, time.Second)
-			time.Sleep(t.throughput / 7)
-			elapsed := l.stop()
-			after, _, _, _, _ := rec.snapshot()
-			return float64(after-before) / elapsed.Seconds(), elapsed
-		}
 		var d, x float64
 		var de, xe time.Duration
-		viaDirect := newRecorder()
+		var dr, xr *recorder
 		if pair%2 == 0 {
-			d, de = rate(e.client, viaDiscovery)
-			x, xe = rate(directClient, viaDirect)
+			d, de, dr = rate(e.client)
+			x, xe, xr = rate(directClient)
 		} else {
-			x, xe = rate(directClient, viaDirect)
-			d, de = rate(e.client, viaDiscovery)
+			x, xe, xr = rate(directClient)
+			d, de, dr = rate(e.client)
 		}
+		viaDiscovery.add(dr)
 		discoveryTime, directTime = discoveryTime+de, directTime+xe
-		n, _, _, _, _ := viaDirect.snapshot()
+		n, _, _, _, _ := xr.snapshot()
 		directCalls += n
 		ratios = append(ratios, d/x)
 	}

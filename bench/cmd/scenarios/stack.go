@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -88,43 +90,43 @@ type observer struct {
 	count   int
 	at      time.Time
 	changed chan struct{}
-	// tries records every attempt of a call (rollcall's may try again on
-	// another instance) with the address it went to.
-	tries []try
-}
-
-type try struct {
-	at   time.Time
-	addr string
+	// watched, when set, is an address whose attempts tries records
+	// (rollcall's calls may try again on another instance). Off, the
+	// interceptor costs a call next to nothing, so that the throughput
+	// scenario measures rollcall, not the harness.
+	watched atomic.Pointer[string]
+	tries   []time.Time
 }
 
 func newObserver() *observer { return &observer{count: -1, changed: make(chan struct{})} }
 
+// watchTries makes attempts record, from now on, each attempt sent to addr.
+func (o *observer) watchTries(addr string) { o.watched.Store(&addr) }
+
 // attempts is the innermost interceptor: it sees each attempt and records
-// which instance the balancer picked for it.
+// those the balancer sent to the watched address.
 func (o *observer) attempts(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	watched := o.watched.Load()
+	if watched == nil {
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
 	var p peer.Peer
 	start := time.Now()
 	err := invoker(ctx, method, req, reply, cc, append(opts, grpc.Peer(&p))...)
-	if p.Addr != nil {
+	if p.Addr != nil && p.Addr.String() == *watched {
 		o.mu.Lock()
-		o.tries = append(o.tries, try{at: start, addr: p.Addr.String()})
+		o.tries = append(o.tries, start)
 		o.mu.Unlock()
 	}
 	return err
 }
 
-// triesTo returns the start times of the attempts that went to addr.
-func (o *observer) triesTo(addr string) []time.Time {
+// triesTo returns the start times of the attempts sent to the watched
+// address.
+func (o *observer) triesTo() []time.Time {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	var out []time.Time
-	for _, t := range o.tries {
-		if t.addr == addr {
-			out = append(out, t.at)
-		}
-	}
-	return out
+	return slices.Clone(o.tries)
 }
 
 func (o *observer) wrap(b resolver.Builder) resolver.Builder { return &observedBuilder{b, o} }

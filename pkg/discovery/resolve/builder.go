@@ -161,9 +161,10 @@ func (b *Builder) noInstances(service string) bool {
 	return snap.listed && len(snap.instances) == 0
 }
 
-// explain turns gRPC's "no children to pick from" into an error that names
-// the service, when its list in etcd is really empty.
-func (b *Builder) explain(cc *grpc.ClientConn, err error) error {
+// Explain turns gRPC's "no children to pick from", the error of a call on
+// cc, into an error that names the service, when its list in etcd is
+// really empty. Other errors it returns as they are.
+func (b *Builder) Explain(cc *grpc.ClientConn, err error) error {
 	if status.Code(err) != codes.Unavailable {
 		return err
 	}
@@ -182,7 +183,7 @@ func (b *Builder) explain(cc *grpc.ClientConn, err error) error {
 // dialed service is registered say so, naming the service.
 func (b *Builder) UnaryClientInterceptor() grpc.UnaryClientInterceptor {
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-		return b.explain(cc, invoker(ctx, method, req, reply, cc, opts...))
+		return b.Explain(cc, invoker(ctx, method, req, reply, cc, opts...))
 	}
 }
 
@@ -190,6 +191,6 @@ func (b *Builder) UnaryClientInterceptor() grpc.UnaryClientInterceptor {
 func (b *Builder) StreamClientInterceptor() grpc.StreamClientInterceptor {
 	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 		s, err := streamer(ctx, desc, cc, method, opts...)
-		return s, b.explain(cc, err)
+		return s, b.Explain(cc, err)
 	}
 }
