@@ -131,6 +131,7 @@ type Server struct {
 	stopping chan struct{}
 	inst     discovery.Instance
 	reg      *register.Registration
+	regOpts  []register.Option
 }
 
 var _ grpc.ServiceRegistrar = (*Server)(nil)
@@ -199,6 +200,12 @@ func (s *Server) Instance() discovery.Instance { return s.inst }
 // Registration is the server's registration while Run runs, else nil.
 func (s *Server) Registration() *register.Registration { return s.reg }
 
+// AddRegisterOptions adds options to the registration that Run makes,
+// after serve's own, e.g. an observer for metrics. Call it before Run.
+func (s *Server) AddRegisterOptions(opts ...register.Option) {
+	s.regOpts = append(s.regOpts, opts...)
+}
+
 // Run serves until ctx ends, then shuts down in order and returns nil, or
 // returns the error that stopped serving.
 func (s *Server) Run(ctx context.Context) error {
@@ -206,8 +213,8 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { served <- s.grpc.Serve(s.lis) }()
 
 	s.setServing(healthpb.HealthCheckResponse_SERVING)
-	reg, err := register.New(s.etcd, s.inst,
-		register.WithNamespace(s.cfg.Namespace), register.WithTTL(s.cfg.TTL), register.WithLogger(s.base))
+	reg, err := register.New(s.etcd, s.inst, append([]register.Option{
+		register.WithNamespace(s.cfg.Namespace), register.WithTTL(s.cfg.TTL), register.WithLogger(s.base)}, s.regOpts...)...)
 	if err != nil {
 		s.grpc.Stop()
 		<-served
@@ -220,6 +227,16 @@ func (s *Server) Run(ctx context.Context) error {
 	case err := <-served:
 		reg.Close(context.Background())
 		return fmt.Errorf("serve %s: %w", s.lis.Addr(), err)
+	case <-reg.Done():
+		// etcd denied the registration: no client would ever find this
+		// instance, so stop and say why rather than serve unseen.
+		err := reg.State().Err
+		s.grpc.Stop()
+		<-served
+		revokeCtx, cancel := context.WithTimeout(context.Background(), revokeTimeout)
+		defer cancel()
+		reg.Close(revokeCtx) // its lease, if granted, holds nothing we may keep
+		return err
 	case <-ctx.Done():
 	}
 	return s.shutdown(reg, served)

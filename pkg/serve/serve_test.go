@@ -14,7 +14,10 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/rollcall/rollcall/pkg/discovery"
+	"github.com/rollcall/rollcall/pkg/discovery/access"
 	"github.com/rollcall/rollcall/pkg/etcdtest"
+	"github.com/rollcall/rollcall/pkg/flagenv"
 	"github.com/rollcall/rollcall/pkg/serve"
 )
 
@@ -209,5 +212,35 @@ func TestNewRejectsBadConfig(t *testing.T) {
 				t.Errorf("New error = %q, want it to contain %q", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+// A server whose etcd user may not write its service's keys stops at once
+// and says why, instead of serving where no client can find it.
+func TestRunStopsWhenEtcdDeniesTheRegistration(t *testing.T) {
+	srv := etcdtest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	shop := access.Service{Name: "shop"}
+	if err := access.Apply(ctx, srv.Client(), shop, "secret"); err != nil {
+		t.Fatal(err)
+	}
+	if err := access.Enable(ctx, srv.Client(), "root-secret"); err != nil {
+		t.Fatal(err)
+	}
+	asShop, err := discovery.EtcdConfig{Endpoints: flagenv.List{srv.Endpoint()}, Username: shop.User(), Password: "secret"}.NewClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer asShop.Close()
+	_, stop, ran := run(t, asShop) // registers as "greeter"
+	defer stop()
+	select {
+	case err := <-ran:
+		if err == nil || !strings.Contains(err.Error(), "permission denied") || !strings.Contains(err.Error(), `"rollcall/greeter/"`) {
+			t.Fatalf("Run returned %v, want an error naming the denied prefix", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("Run kept serving a registration etcd denied")
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -36,6 +37,9 @@ const (
 	Retrying
 	// Closed: Close was called; the lease is revoked or left to expire.
 	Closed
+	// Denied: etcd refused the key for good: the etcd user's role may not
+	// write it. Err says so; nothing is retried. See docs/security.md.
+	Denied
 )
 
 func (p Phase) String() string {
@@ -48,6 +52,8 @@ func (p Phase) String() string {
 		return "retrying"
 	case Closed:
 		return "closed"
+	case Denied:
+		return "denied"
 	}
 	return fmt.Sprintf("Phase(%d)", int(p))
 }
@@ -146,6 +152,10 @@ func New(client *clientv3.Client, inst discovery.Instance, opts ...Option) (*Reg
 	go r.run(ctx)
 	return r, nil
 }
+
+// Done is closed when the registration has stopped for good: after Close,
+// or when etcd denied it (phase Denied, State().Err says why).
+func (r *Registration) Done() <-chan struct{} { return r.done }
 
 // Instance returns what is registered, with its ID filled in.
 func (r *Registration) Instance() discovery.Instance { return r.inst }
@@ -255,6 +265,14 @@ func (r *Registration) run(ctx context.Context) {
 			bo.Reset()
 		}
 		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, rpctypes.ErrPermissionDenied) {
+			err = fmt.Errorf("etcd denies this instance's etcd user access to %s: its role needs readwrite on prefix %q: %w",
+				r.key, strings.TrimSuffix(r.key, r.inst.ID), err)
+			r.setState(Denied, clientv3.NoLease, err)
+			r.log.Error("registration denied by etcd", "err", err)
+			r.cancel() // ends the reconnect watcher, so Done closes
 			return
 		}
 		r.setState(Retrying, clientv3.NoLease, err)
@@ -396,6 +414,8 @@ func (r *Registration) checkKey(ctx context.Context, lease clientv3.LeaseID) (in
 			return 0, errLeaseExpired
 		case err == nil:
 			return resp.Header.Revision, nil
+		case errors.Is(err, rpctypes.ErrPermissionDenied):
+			return 0, fmt.Errorf("get %s: %w", r.key, err)
 		}
 		select {
 		case <-ctx.Done():
