@@ -8,6 +8,7 @@ package call
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"slices"
 	"strings"
@@ -27,6 +28,7 @@ import (
 	"github.com/rollcall/rollcall/pkg/balance"
 	"github.com/rollcall/rollcall/pkg/discovery"
 	"github.com/rollcall/rollcall/pkg/discovery/resolve"
+	"github.com/rollcall/rollcall/pkg/tlsfiles"
 )
 
 // DefaultTimeout is the deadline of a call whose context has none.
@@ -47,6 +49,7 @@ type options struct {
 	serviceConfig string
 	timeout       time.Duration
 	creds         credentials.TransportCredentials
+	tls           tlsfiles.Files
 	dialOpts      []grpc.DialOption
 }
 
@@ -67,6 +70,22 @@ func WithTransportCredentials(c credentials.TransportCredentials) Option {
 	return func(o *options) { o.creds = c }
 }
 
+// WithTLS makes calls over TLS when f names any file: the server's
+// certificate is verified against f.CA (the system's roots if empty) for
+// the service name dialed, and f.Cert and f.Key are presented for mutual
+// TLS. With no file named, calls stay plaintext.
+func WithTLS(f tlsfiles.Files) Option { return func(o *options) { o.tls = f } }
+
+// RegisterTLSFlags adds -call-tls-ca, -call-tls-cert and -call-tls-key to
+// fs, setting f, and their environment fallbacks CALL_TLS_CA, CALL_TLS_CERT
+// and CALL_TLS_KEY to env. Pass f to WithTLS.
+func RegisterTLSFlags(f *tlsfiles.Files, fs *flag.FlagSet, env map[string]string) {
+	fs.StringVar(&f.CA, "call-tls-ca", f.CA, "call services over TLS, verifying them against this CA (PEM)")
+	fs.StringVar(&f.Cert, "call-tls-cert", f.Cert, "client certificate for mutual TLS (PEM)")
+	fs.StringVar(&f.Key, "call-tls-key", f.Key, "key of -call-tls-cert (PEM)")
+	env["call-tls-ca"], env["call-tls-cert"], env["call-tls-key"] = "CALL_TLS_CA", "CALL_TLS_CERT", "CALL_TLS_KEY"
+}
+
 // WithDialOptions adds gRPC dial options after rollcall's, so they win.
 func WithDialOptions(opts ...grpc.DialOption) Option {
 	return func(o *options) { o.dialOpts = append(o.dialOpts, opts...) }
@@ -84,6 +103,13 @@ func Dial(rb *resolve.Builder, service string, opts ...Option) (*grpc.ClientConn
 	}
 	if o.serviceConfig == "" {
 		o.serviceConfig = ServiceConfig(service, o.policy)
+	}
+	if o.tls.Set() {
+		cfg, err := o.tls.Client()
+		if err != nil {
+			return nil, fmt.Errorf("dial %s: TLS: %w", service, err)
+		}
+		o.creds = credentials.NewTLS(cfg)
 	}
 	dialOpts := append([]grpc.DialOption{
 		grpc.WithResolvers(rb),

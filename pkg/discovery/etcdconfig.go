@@ -2,12 +2,10 @@ package discovery
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
@@ -15,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rollcall/rollcall/pkg/flagenv"
+	"github.com/rollcall/rollcall/pkg/tlsfiles"
 )
 
 // EtcdConfig is how a process reaches etcd. Its String never shows the
@@ -116,24 +115,9 @@ func (c EtcdConfig) NewClient() (*clientv3.Client, error) {
 }
 
 func (c EtcdConfig) tlsConfig() (*tls.Config, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	if c.CAFile != "" {
-		pem, err := os.ReadFile(c.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("etcd CA certificate: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("etcd CA certificate %q holds no PEM certificate", c.CAFile)
-		}
-		cfg.RootCAs = pool
-	}
-	if c.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("etcd client certificate: %w", err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
+	cfg, err := tlsfiles.Files{CA: c.CAFile, Cert: c.CertFile, Key: c.KeyFile}.Client()
+	if err != nil {
+		return nil, fmt.Errorf("etcd TLS: %w", err)
 	}
 	return cfg, nil
 }

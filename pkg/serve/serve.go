@@ -17,6 +17,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -25,6 +26,7 @@ import (
 	"github.com/rollcall/rollcall/pkg/discovery"
 	"github.com/rollcall/rollcall/pkg/discovery/register"
 	"github.com/rollcall/rollcall/pkg/flagenv"
+	"github.com/rollcall/rollcall/pkg/tlsfiles"
 )
 
 // Config says where a server listens and how it registers.
@@ -50,6 +52,11 @@ type Config struct {
 	// StopTimeout bounds the graceful stop; then calls still running are
 	// cut.
 	StopTimeout time.Duration
+	// TLS: with Cert and Key the server speaks TLS; with CA too it
+	// requires client certificates signed by CA (mutual TLS). Clients
+	// verify the certificate against the service name they dial, so it
+	// must carry Service as a DNS name. Off (plaintext) when empty.
+	TLS tlsfiles.Files
 }
 
 // RegisterFlags adds the serving flags to fs with c's values as defaults,
@@ -79,10 +86,14 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, env map[string]string) {
 	fs.Var(&c.Labels, "labels", "labels metadata, k=v,k=v")
 	fs.DurationVar(&c.DrainDelay, "drain-delay", c.DrainDelay, "how long to keep serving after deregistering")
 	fs.DurationVar(&c.StopTimeout, "stop-timeout", c.StopTimeout, "bound on the graceful stop")
+	fs.StringVar(&c.TLS.Cert, "tls-cert", c.TLS.Cert, "serve TLS with this certificate (PEM; its DNS names must include the service name)")
+	fs.StringVar(&c.TLS.Key, "tls-key", c.TLS.Key, "key of -tls-cert (PEM)")
+	fs.StringVar(&c.TLS.CA, "tls-client-ca", c.TLS.CA, "require client certificates signed by this CA (mutual TLS)")
 	for name, variable := range map[string]string{
 		"listen": "LISTEN_ADDR", "advertise": "ADVERTISE_ADDR", "service": "SERVICE_NAME", "id": "INSTANCE_ID",
 		"namespace": "DISCOVERY_NAMESPACE", "ttl": "REGISTER_TTL", "version": "INSTANCE_VERSION", "zone": "INSTANCE_ZONE",
 		"weight": "INSTANCE_WEIGHT", "labels": "INSTANCE_LABELS", "drain-delay": "DRAIN_DELAY", "stop-timeout": "STOP_TIMEOUT",
+		"tls-cert": "TLS_CERT", "tls-key": "TLS_KEY", "tls-client-ca": "TLS_CLIENT_CA",
 	} {
 		env[name] = variable
 	}
@@ -114,6 +125,10 @@ func (c Config) Validate() error {
 	}
 	if c.DrainDelay < 0 || c.StopTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("invalid drain-delay %v or stop-timeout %v: want drain-delay >= 0 and stop-timeout > 0", c.DrainDelay, c.StopTimeout))
+	}
+	errs = append(errs, c.TLS.Validate())
+	if c.TLS.CA != "" && c.TLS.Cert == "" {
+		errs = append(errs, fmt.Errorf("tls-client-ca %q needs tls-cert and tls-key: mutual TLS is TLS first", c.TLS.CA))
 	}
 	return errors.Join(errs...)
 }
@@ -164,6 +179,14 @@ func New(cfg Config, etcd *clientv3.Client, log *slog.Logger, opts ...grpc.Serve
 	if err := inst.Validate(); err != nil {
 		lis.Close()
 		return nil, err
+	}
+	if cfg.TLS.Cert != "" {
+		tlsCfg, err := cfg.TLS.Server()
+		if err != nil {
+			lis.Close()
+			return nil, fmt.Errorf("serve TLS: %w", err)
+		}
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsCfg)))
 	}
 	opts = append([]grpc.ServerOption{
 		// Accept the keepalive pings of rollcall's clients (every 20 s)

@@ -14,6 +14,7 @@ import (
 	"github.com/rollcall/rollcall/pkg/discovery"
 	"github.com/rollcall/rollcall/pkg/flagenv"
 	"github.com/rollcall/rollcall/pkg/logs"
+	"github.com/rollcall/rollcall/pkg/tlsfiles"
 )
 
 // Modes of the client.
@@ -33,6 +34,8 @@ type Config struct {
 	Name      string
 	// Policy is the balancing policy; empty means rollcall's default.
 	Policy string
+	// TLS, when it names a file, makes calls over (mutual) TLS.
+	TLS tlsfiles.Files
 
 	Mode        string
 	Rate        float64       // demo: calls per second
@@ -66,6 +69,7 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (*Config, 
 	fs.DurationVar(&c.Duration, "duration", c.Duration, "how long to run (0: until interrupted)")
 	fs.DurationVar(&c.Timeout, "timeout", c.Timeout, "deadline of each call")
 	fs.StringVar(&c.View, "view", c.View, "table (redrawn in place), lines, none, or auto (table on a terminal)")
+	call.RegisterTLSFlags(&c.TLS, fs, env)
 	c.Log.RegisterFlags(fs, env)
 	if err := flagenv.Parse(fs, env, args, getenv); err != nil {
 		return nil, err
@@ -77,7 +81,7 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (*Config, 
 }
 
 func (c *Config) validate() error {
-	errs := []error{c.Etcd.Validate(), discovery.ValidateService(c.Service), discovery.ValidateNamespace(c.Namespace)}
+	errs := []error{c.Etcd.Validate(), discovery.ValidateService(c.Service), discovery.ValidateNamespace(c.Namespace), c.TLS.Validate()}
 	if c.Mode != ModeDemo && c.Mode != ModeLoad {
 		errs = append(errs, fmt.Errorf("invalid mode %q: want demo or load", c.Mode))
 	}

@@ -35,7 +35,7 @@ func NewResolver(cfg *config.Config, etcd *clientv3.Client, log *slog.Logger) (*
 
 // NewConn dials the configured service; the cleanup closes the connection.
 func NewConn(cfg *config.Config, rb *resolve.Builder) (grpc.ClientConnInterface, func(), error) {
-	var opts []call.Option
+	opts := []call.Option{call.WithTLS(cfg.TLS)}
 	if cfg.Policy != "" {
 		opts = append(opts, call.WithPolicy(cfg.Policy))
 	}
