@@ -86,8 +86,10 @@ func Example_dial() {
 	}
 	defer conn.Close()
 
+	// round_robin spreads calls over the instances that are connected;
+	// the second may still be connecting for the first few calls.
 	servedBy := map[string]int{}
-	for range 10 {
+	for calls := 0; len(servedBy) < 2 && calls < 1000; calls++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		var served peer.Peer
 		_, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}, grpc.Peer(&served))

@@ -84,7 +84,7 @@ var idRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$`)
 // ValidateID returns an error naming id unless it can be a key segment.
 func ValidateID(id string) error {
 	if !idRE.MatchString(id) {
-		return fmt.Errorf("invalid instance ID %q: want 1-128 letters, digits, '.', '_', ':', '@' or '-'", id)
+		return fmt.Errorf("invalid instance ID %s: want 1-128 letters, digits, '.', '_', ':', '@' or '-'", shorten(id))
 	}
 	return nil
 }
@@ -177,23 +177,23 @@ func Encode(i Instance) ([]byte, error) {
 func Decode(namespace, service, key string, value []byte) (Instance, error) {
 	id, ok := strings.CutPrefix(key, Prefix(namespace, service))
 	if !ok {
-		return Instance{}, fmt.Errorf("key %q is not under %q", key, Prefix(namespace, service))
+		return Instance{}, fmt.Errorf("key %s is not under %q", shorten(key), Prefix(namespace, service))
 	}
 	if err := ValidateID(id); err != nil {
-		return Instance{}, fmt.Errorf("key %q: %w", key, err)
+		return Instance{}, fmt.Errorf("key %s: %w", shorten(key), err)
 	}
 	if len(value) > MaxValueBytes {
-		return Instance{}, fmt.Errorf("key %q: value of %d bytes exceeds %d", key, len(value), MaxValueBytes)
+		return Instance{}, fmt.Errorf("key %s: value of %d bytes exceeds %d", shorten(key), len(value), MaxValueBytes)
 	}
 	var r record
 	if err := json.Unmarshal(value, &r); err != nil {
-		return Instance{}, fmt.Errorf("key %q: value is not an endpoint record: %w", key, err)
+		return Instance{}, fmt.Errorf("key %s: value is not an endpoint record: %w", shorten(key), err)
 	}
 	if r.Op != 0 {
-		return Instance{}, fmt.Errorf("key %q: endpoint record has Op %d, want 0 (add)", key, r.Op)
+		return Instance{}, fmt.Errorf("key %s: endpoint record has Op %d, want 0 (add)", shorten(key), r.Op)
 	}
 	if err := ValidateAddr(r.Addr); err != nil {
-		return Instance{}, fmt.Errorf("key %q: %w", key, err)
+		return Instance{}, fmt.Errorf("key %s: %w", shorten(key), err)
 	}
 	i := Instance{Service: service, ID: id, Addr: r.Addr}
 	// Metadata that is not rollcall's shape (etcd's endpoints package allows
@@ -202,7 +202,17 @@ func Decode(namespace, service, key string, value []byte) (Instance, error) {
 		i.Metadata = Metadata{}
 	}
 	if n := len(i.Metadata.Labels); n > MaxLabels {
-		return Instance{}, fmt.Errorf("key %q: %d labels; at most %d", key, n, MaxLabels)
+		return Instance{}, fmt.Errorf("key %s: %d labels; at most %d", shorten(key), n, MaxLabels)
 	}
 	return i, nil
+}
+
+// shorten quotes s for an error message, cut to a readable length: keys
+// and IDs read from etcd may be garbage of any size.
+func shorten(s string) string {
+	const max = 100
+	if len(s) <= max {
+		return strconv.Quote(s)
+	}
+	return fmt.Sprintf("%q... (%d bytes)", s[:max], len(s))
 }

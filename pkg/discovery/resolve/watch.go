@@ -124,9 +124,38 @@ type state struct {
 	carryUntil time.Time
 	// rev is the highest etcd revision seen, to notice a history loss.
 	rev int64
-	// skipped remembers which bad values were logged, by key and mod
-	// revision, so each is logged once.
-	skipped map[string]int64
+	// invalid rate-limits the log lines about invalid values.
+	invalid invalidLog
+}
+
+// Invalid values in etcd are logged at most maxInvalidLogs at once, then
+// invalidLogsPerSecond: a prefix full of garbage must not flood the log.
+// The rest are counted, and the count is logged after each list.
+const (
+	maxInvalidLogs       = 10
+	invalidLogsPerSecond = 0.1
+)
+
+type invalidLog struct {
+	tokens   float64
+	last     time.Time
+	unlogged int
+}
+
+// allow reports whether one more invalid value may be logged now.
+func (l *invalidLog) allow(now time.Time) bool {
+	if l.last.IsZero() {
+		l.tokens = maxInvalidLogs
+	} else {
+		l.tokens = min(maxInvalidLogs, l.tokens+now.Sub(l.last).Seconds()*invalidLogsPerSecond)
+	}
+	l.last = now
+	if l.tokens < 1 {
+		l.unlogged++
+		return false
+	}
+	l.tokens--
+	return true
 }
 
 func (w *serviceWatch) run(ctx context.Context) {
@@ -136,7 +165,7 @@ func (w *serviceWatch) run(ctx context.Context) {
 	defer wg.Wait()
 	wg.Go(func() { reconnect.Notify(ctx, w.client.ActiveConnection(), reconnected) })
 
-	st := &state{byKey: map[string]discovery.Instance{}, skipped: map[string]int64{}}
+	st := &state{byKey: map[string]discovery.Instance{}}
 	for _, inst := range w.current().instances {
 		st.byKey[w.prefix+inst.ID] = inst
 	}
@@ -171,15 +200,47 @@ func (w *serviceWatch) run(ctx context.Context) {
 // rate-limited, since gRPC asks whenever a connection fails.
 var errRelistRequested = errors.New("relist requested")
 
-// list reads the whole prefix and publishes it, returning its revision.
+// listPage is how many keys one request of a list reads: the values of a
+// page are in memory at once, so however many keys a prefix holds, a list
+// costs at most listPage times etcd's largest value (1.5 MiB by default).
+const listPage = 256
+
+// list reads the whole prefix, a page at a time at one revision, and
+// publishes it, returning its revision. Each page has its own timeout, so
+// a prefix of any size is listed in the end.
 func (w *serviceWatch) list(ctx context.Context, st *state) (int64, error) {
-	callCtx, cancel := context.WithTimeout(ctx, callTimeout)
-	defer cancel()
-	resp, err := w.client.Get(callCtx, w.prefix, clientv3.WithPrefix())
-	if err != nil {
-		return 0, fmt.Errorf("list %s: %w", w.prefix, err)
+	byKey := map[string]discovery.Instance{}
+	end := clientv3.GetPrefixRangeEnd(w.prefix)
+	from, rev := w.prefix, int64(0)
+	for {
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(listPage)}
+		if rev != 0 {
+			opts = append(opts, clientv3.WithRev(rev))
+		}
+		callCtx, cancel := context.WithTimeout(ctx, callTimeout)
+		resp, err := w.client.Get(callCtx, from, opts...)
+		cancel()
+		if err != nil {
+			return 0, fmt.Errorf("list %s: %w", w.prefix, err)
+		}
+		if rev == 0 {
+			rev = resp.Header.Revision
+		}
+		for _, kv := range resp.Kvs {
+			if inst, ok := w.decode(st, kv); ok {
+				byKey[string(kv.Key)] = inst
+			}
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			break
+		}
+		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
 	}
-	rev := resp.Header.Revision
+	if st.invalid.unlogged > 0 {
+		w.log.Warn("skipped more instances whose etcd values are invalid, without a log line each",
+			"count", st.invalid.unlogged, "prefix", w.prefix)
+		st.invalid.unlogged = 0
+	}
 	if rev < st.rev {
 		// etcd's history went back: it was wiped or replaced. Instances it
 		// lost are alive and registering again; keep them meanwhile rather
@@ -190,10 +251,7 @@ func (w *serviceWatch) list(ctx context.Context, st *state) (int64, error) {
 		st.carryUntil = time.Now().Add(historyLossGrace)
 	}
 	st.rev = rev
-	st.byKey = make(map[string]discovery.Instance, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
-		w.apply(st, kv, false)
-	}
+	st.byKey = byKey
 	w.publishState(st)
 	return rev, nil
 }
@@ -229,17 +287,17 @@ func (w *serviceWatch) watch(ctx context.Context, st *state, rev int64, lastList
 			return errRelistRequested
 		case <-reconnected:
 			// etcd may have come back empty or older: only a list tells.
-			return errors.New("etcd connection re-established")
+			return errReconnected
 		case <-graceEnd:
 			graceEnd = nil
 			st.carried = nil
 			w.publishState(st)
 		case resp, ok := <-events:
 			if !ok {
-				return errors.New("watch channel closed")
+				return errWatchClosed
 			}
 			if resp.CompactRevision != 0 {
-				return fmt.Errorf("watch compacted at revision %d", resp.CompactRevision)
+				return fmt.Errorf("%w at revision %d", errWatchCompacted, resp.CompactRevision)
 			}
 			if err := resp.Err(); err != nil {
 				return fmt.Errorf("watch: %w", err)
@@ -257,25 +315,31 @@ func (w *serviceWatch) watch(ctx context.Context, st *state, rev int64, lastList
 }
 
 // apply records one key's value or deletion. A value that does not parse
-// removes the key's instance and is logged once, naming the key.
+// removes the key's instance.
 func (w *serviceWatch) apply(st *state, kv *mvccpb.KeyValue, deleted bool) {
 	key := string(kv.Key)
 	if deleted {
 		delete(st.byKey, key)
-		delete(st.skipped, key)
 		return
 	}
-	inst, err := discovery.Decode(w.ns, w.service, key, kv.Value)
-	if err != nil {
+	if inst, ok := w.decode(st, kv); ok {
+		st.byKey[key] = inst
+	} else {
 		delete(st.byKey, key)
-		if st.skipped[key] != kv.ModRevision {
-			st.skipped[key] = kv.ModRevision
-			w.log.Warn("skipping an instance whose etcd value is invalid", "key", key, "err", err)
-		}
-		return
 	}
-	delete(st.skipped, key)
-	st.byKey[key] = inst
+}
+
+// decode parses one key's value; an invalid one is logged, rate-limited,
+// naming the key.
+func (w *serviceWatch) decode(st *state, kv *mvccpb.KeyValue) (discovery.Instance, bool) {
+	inst, err := discovery.Decode(w.ns, w.service, string(kv.Key), kv.Value)
+	if err != nil {
+		if st.invalid.allow(time.Now()) {
+			w.log.Warn("skipping an instance whose etcd value is invalid", "err", err)
+		}
+		return discovery.Instance{}, false
+	}
+	return inst, true
 }
 
 // publishState publishes st's instances, with carried ones still in grace,
