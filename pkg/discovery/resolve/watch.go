@@ -287,17 +287,17 @@ func (w *serviceWatch) watch(ctx context.Context, st *state, rev int64, lastList
 			return errRelistRequested
 		case <-reconnected:
 			// etcd may have come back empty or older: only a list tells.
-			return errReconnected
+			return errors.New("etcd connection re-established")
 		case <-graceEnd:
 			graceEnd = nil
 			st.carried = nil
 			w.publishState(st)
 		case resp, ok := <-events:
 			if !ok {
-				return errWatchClosed
+				return errors.New("watch channel closed")
 			}
 			if resp.CompactRevision != 0 {
-				return fmt.Errorf("%w at revision %d", errWatchCompacted, resp.CompactRevision)
+				return fmt.Errorf("watch compacted at revision %d", resp.CompactRevision)
 			}
 			if err := resp.Err(); err != nil {
 				return fmt.Errorf("watch: %w", err)
