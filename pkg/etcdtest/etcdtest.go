@@ -14,12 +14,14 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
 
 	"github.com/rollcall/rollcall/pkg/discovery"
+	"github.com/rollcall/rollcall/pkg/tlsfiles"
 )
 
 // Server is one embedded etcd member. Its client URL stays the same across
@@ -30,6 +32,18 @@ type Server struct {
 	clientURL url.URL
 	peerURL   url.URL
 	etcd      *embed.Etcd
+	tls       *TLS
+}
+
+// TLS is what a server started by StartTLS serves and trusts, as PEM files.
+type TLS struct {
+	// CA signs client certificates that etcd accepts (and, in tests, its
+	// own certificate).
+	CA string
+	// Cert and Key are etcd's server certificate, for 127.0.0.1.
+	Cert, Key string
+	// ClientCert and ClientKey are what Client presents.
+	ClientCert, ClientKey string
 }
 
 // Start starts etcd in a temporary directory and stops it when the test ends.
@@ -40,6 +54,22 @@ func Start(t testing.TB) *Server {
 		dir:       filepath.Join(t.TempDir(), "etcd"),
 		clientURL: url.URL{Scheme: "http", Host: freeAddr(t)},
 		peerURL:   url.URL{Scheme: "http", Host: freeAddr(t)},
+	}
+	s.Start()
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// StartTLS is Start with client connections over TLS, and a client
+// certificate signed by tls.CA required of every client.
+func StartTLS(t testing.TB, tls TLS) *Server {
+	t.Helper()
+	s := &Server{
+		t:         t,
+		dir:       filepath.Join(t.TempDir(), "etcd"),
+		clientURL: url.URL{Scheme: "https", Host: freeAddr(t)},
+		peerURL:   url.URL{Scheme: "http", Host: freeAddr(t)},
+		tls:       &tls,
 	}
 	s.Start()
 	t.Cleanup(s.Stop)
@@ -68,6 +98,9 @@ func (s *Server) Start() {
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 	cfg.LogLevel = "error"
+	if s.tls != nil {
+		cfg.ClientTLSInfo = transport.TLSInfo{CertFile: s.tls.Cert, KeyFile: s.tls.Key, TrustedCAFile: s.tls.CA, ClientCertAuth: true}
+	}
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		s.t.Fatalf("start etcd: %v", err)
@@ -112,10 +145,15 @@ func (s *Server) Wipe() {
 // and closes it when the test ends.
 func (s *Server) Client() *clientv3.Client {
 	s.t.Helper()
-	c, err := discovery.NewEtcdClient(clientv3.Config{
-		Endpoints: []string{s.Endpoint()},
-		Logger:    zap.NewNop(),
-	})
+	cfg := clientv3.Config{Endpoints: []string{s.Endpoint()}, Logger: zap.NewNop()}
+	if s.tls != nil {
+		var err error
+		cfg.TLS, err = tlsfiles.Files{CA: s.tls.CA, Cert: s.tls.ClientCert, Key: s.tls.ClientKey}.Client()
+		if err != nil {
+			s.t.Fatalf("etcd client TLS: %v", err)
+		}
+	}
+	c, err := discovery.NewEtcdClient(cfg)
 	if err != nil {
 		s.t.Fatalf("etcd client: %v", err)
 	}
