@@ -25,9 +25,9 @@ func Lint() error {
 	return lint()
 }
 
-// Test runs every check CI runs: generated-code drift, lint, every module's tests with -race, and the benchmark smoke.
+// Test runs every check CI runs: generated-code drift, lint, every module's tests with -race, the benchmark smoke, and the Compose test where a Docker engine answers.
 func Test() {
-	mg.SerialDeps(Check.Gen, Lint, Check.Tests, Bench.Smoke)
+	mg.SerialDeps(Check.Gen, Lint, Check.Tests, Bench.Smoke, Compose.Test)
 }
 
 // Check groups the checks that Test runs, for running one at a time.

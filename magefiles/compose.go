@@ -1,0 +1,86 @@
+package main
+
+import (
+	"fmt"
+	"os/exec"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/magefile/mage/mg"
+)
+
+const (
+	composeFile = "deployments/compose/compose.yaml"
+	// composeProject names the stack of compose:up; the test makes its own.
+	composeProject = "rollcall"
+)
+
+// Compose runs the stack of deployments/compose: three etcd members, three greeters and the client.
+type Compose mg.Namespace
+
+// Up builds the images and starts the Compose stack in the background; compose:down removes it.
+func (Compose) Up() error {
+	mg.Deps(Docker.Build)
+	compose, err := composeCommand()
+	if err != nil {
+		return err
+	}
+	if err := runCompose(compose, "up", "--detach", "--remove-orphans"); err != nil {
+		return err
+	}
+	base := strings.Join(append(compose, "-p", composeProject, "-f", composeFile), " ")
+	fmt.Printf("running: three etcd members, three greeters, the client\n"+
+		"  follow the client:  %s logs -f client\n"+
+		"  stop and remove:    go run mage.go compose:down\n", base)
+	return nil
+}
+
+// Down stops the Compose stack of compose:up and removes its containers, networks and volumes.
+func (Compose) Down() error {
+	compose, err := composeCommand()
+	if err != nil {
+		return err
+	}
+	return runCompose(compose, "down", "--volumes", "--remove-orphans", "--timeout", "20")
+}
+
+// Test runs the Compose test (etcd leader killed, a greeter cut off from etcd, a greeter stopped: no call may fail), or says why it skips.
+//
+// It skips, with a message, when no Docker engine or compose tool
+// answers; otherwise it builds the images and runs TestCompose in the
+// deployments module, which cleans up every container and network it made.
+func (Compose) Test() error {
+	if err := dockerAnswers(); err != nil {
+		fmt.Printf("compose:test SKIPPED: %v\n", err)
+		return nil
+	}
+	if _, err := composeCommand(); err != nil {
+		fmt.Printf("compose:test SKIPPED: %v\n", err)
+		return nil
+	}
+	mg.Deps(Docker.Build)
+	start := time.Now()
+	err := runIn("deployments", []string{"ROLLCALL_COMPOSE_TEST=1"},
+		"go", "test", "-count=1", "-v", "-timeout", "10m", "-run", "^TestCompose$", ".")
+	fmt.Printf("compose:test took %v\n", time.Since(start).Round(time.Second))
+	return err
+}
+
+// composeCommand returns the compose CLI: `docker compose` when the plugin
+// answers, else the standalone `docker-compose`. deployments/compose_test.go
+// chooses the same way.
+func composeCommand() ([]string, error) {
+	if exec.Command("docker", "compose", "version").Run() == nil {
+		return []string{"docker", "compose"}, nil
+	}
+	if exec.Command("docker-compose", "version").Run() == nil {
+		return []string{"docker-compose"}, nil
+	}
+	return nil, fmt.Errorf("neither `docker compose` nor `docker-compose` answers")
+}
+
+func runCompose(compose []string, args ...string) error {
+	full := slices.Concat(compose[1:], []string{"-p", composeProject, "-f", composeFile}, args)
+	return runIn(".", nil, compose[0], full...)
+}
