@@ -15,8 +15,8 @@ import (
 	"github.com/rollcall/rollcall/pkg/discovery/resolve"
 	"github.com/rollcall/rollcall/pkg/etcdtest"
 	"github.com/rollcall/rollcall/pkg/serve"
-	"github.com/rollcall/rollcall/pkg/tlstest"
 	"github.com/rollcall/rollcall/pkg/tlsfiles"
+	"github.com/rollcall/rollcall/pkg/tlstest"
 )
 
 // TLS between services: the client verifies the server's certificate
