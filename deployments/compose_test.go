@@ -24,6 +24,7 @@ import (
 
 	"github.com/rollcall/rollcall/deployments"
 	"github.com/rollcall/rollcall/pkg/discovery"
+	"github.com/rollcall/rollcall/pkg/serve"
 )
 
 const composeFile = "compose/compose.yaml"
@@ -202,7 +203,7 @@ func checkComposeServer(t *testing.T, where string, svc composeService, h binary
 	if len(on) != 1 || etcdNets[on[0]] {
 		t.Errorf("%s: advertised host %q is an alias on networks %v; want exactly one network, without etcd on it (etcd is on %v)", where, host, on, slices.Sorted(maps.Keys(etcdNets)))
 	}
-	stop := serveRevokeBound + h.duration(t, env, "drain-delay") + h.duration(t, env, "stop-timeout")
+	stop := serve.RevokeTimeout + h.duration(t, env, "drain-delay") + h.duration(t, env, "stop-timeout")
 	grace, err := time.ParseDuration(svc.StopGracePeriod)
 	if err != nil || grace <= stop {
 		t.Errorf("%s: stop_grace_period %q, want more than revoke bound + DRAIN_DELAY + STOP_TIMEOUT = %v", where, svc.StopGracePeriod, stop)

@@ -26,11 +26,6 @@ import (
 	"github.com/rollcall/rollcall/deployments"
 )
 
-// serveRevokeBound is how long pkg/serve waits for its lease revoke on
-// SIGTERM before the drain delay starts (revokeTimeout there, not a flag).
-// Keep in step with pkg/serve.
-const serveRevokeBound = 2 * time.Second
-
 // repoRoot is the repository root; tests run in deployments/.
 const repoRoot = ".."
 

@@ -19,6 +19,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
+
+	"github.com/rollcall/rollcall/pkg/balance"
+	"github.com/rollcall/rollcall/pkg/serve"
 )
 
 // Kubernetes cannot run here, so this test reads every manifest the way the
@@ -366,13 +369,13 @@ func checkServiceContainer(t *testing.T, w workload, c corev1.Container, h binar
 	}
 
 	// Readiness: the service name, SERVING from start to SIGTERM. Liveness:
-	// a name pkg/serve sets, "" or the service's.
+	// pkg/serve's liveness name, SERVING while the process answers at all.
 	service := h.value(env, "service")
 	checkGRPCProbe(t, where, "readinessProbe", c.ReadinessProbe, port, []string{service})
-	checkGRPCProbe(t, where, "livenessProbe", c.LivenessProbe, port, []string{"", service})
+	checkGRPCProbe(t, where, "livenessProbe", c.LivenessProbe, port, []string{balance.LivenessService})
 
 	// Stopping: preStop, then SIGTERM: revoke, drain, graceful stop.
-	stop := serveRevokeBound + h.duration(t, env, "drain-delay") + h.duration(t, env, "stop-timeout")
+	stop := serve.RevokeTimeout + h.duration(t, env, "drain-delay") + h.duration(t, env, "stop-timeout")
 	var preStop time.Duration
 	if l := c.Lifecycle; l == nil || l.PreStop == nil || l.PreStop.Sleep == nil {
 		t.Errorf("%s: no preStop sleep", where)
@@ -385,7 +388,7 @@ func checkServiceContainer(t *testing.T, w workload, c corev1.Container, h binar
 	}
 	if grace < preStop+stop {
 		t.Errorf("%s: terminationGracePeriodSeconds %v < preStop %v + revoke bound %v + DRAIN_DELAY + STOP_TIMEOUT (%v): the kubelet would kill calls in flight",
-			where, grace, preStop, serveRevokeBound, preStop+stop)
+			where, grace, preStop, serve.RevokeTimeout, preStop+stop)
 	}
 	// Even a kubelet that probed a terminating pod (before 1.25) must not
 	// kill it mid-drain: failing liveness takes longer than stopping.

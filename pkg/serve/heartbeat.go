@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"context"
 	"time"
 
 	"google.golang.org/grpc/health"
@@ -19,6 +20,17 @@ type heartbeatHealth struct {
 	// stopping is closed when the server stops, so that heartbeat streams
 	// end and do not hold GracefulStop.
 	stopping chan struct{}
+}
+
+// Check answers SERVING for balance.LivenessService for as long as the
+// process answers at all, through the drain and graceful stop too: it is
+// what a liveness probe (Kubernetes') should ask, while readiness asks for
+// the service name, which turns NOT_SERVING on SIGTERM.
+func (h heartbeatHealth) Check(ctx context.Context, req *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
+	if req.GetService() == balance.LivenessService {
+		return &healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}, nil
+	}
+	return h.Server.Check(ctx, req)
 }
 
 func (h heartbeatHealth) Watch(req *healthpb.HealthCheckRequest, stream healthpb.Health_WatchServer) error {

@@ -256,7 +256,7 @@ func (s *Server) Run(ctx context.Context) error {
 		err := reg.State().Err
 		s.grpc.Stop()
 		<-served
-		revokeCtx, cancel := context.WithTimeout(context.Background(), revokeTimeout)
+		revokeCtx, cancel := context.WithTimeout(context.Background(), RevokeTimeout)
 		defer cancel()
 		reg.Close(revokeCtx) // its lease, if granted, holds nothing we may keep
 		return err
@@ -273,15 +273,16 @@ func (s *Server) setServing(status healthpb.HealthCheckResponse_ServingStatus) {
 	}
 }
 
-// revokeTimeout bounds the deregistration when etcd does not answer; the
-// lease then expires by itself.
-const revokeTimeout = 2 * time.Second
+// RevokeTimeout bounds the deregistration on shutdown when etcd does not
+// answer (then the lease expires by itself). Deployments add it to the
+// drain delay and stop timeout to size their grace periods.
+const RevokeTimeout = 2 * time.Second
 
 // shutdown: NOT_SERVING, deregister, drain, graceful stop with a bound.
 func (s *Server) shutdown(reg *register.Registration, served <-chan error) error {
 	s.log.Info("stopping: not serving, deregistering, draining", "drain", s.cfg.DrainDelay)
 	s.health.Shutdown() // every status NOT_SERVING: health-checking clients stop picking us
-	revokeCtx, cancelRevoke := context.WithTimeout(context.Background(), revokeTimeout)
+	revokeCtx, cancelRevoke := context.WithTimeout(context.Background(), RevokeTimeout)
 	if err := reg.Close(revokeCtx); err != nil {
 		s.log.Warn("deregistering failed; the key expires with its lease", "err", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/rollcall/rollcall/pkg/balance"
 	"github.com/rollcall/rollcall/pkg/discovery"
 	"github.com/rollcall/rollcall/pkg/discovery/access"
 	"github.com/rollcall/rollcall/pkg/etcdtest"
@@ -125,14 +126,19 @@ func TestShutdownOrder(t *testing.T) {
 
 	stop()
 	<-deleted
-	// Draining: the server still answers calls after it deregistered.
+	// Draining: the server still answers calls after it deregistered, and
+	// a liveness probe still finds it alive.
 	callCtx, cancel := context.WithTimeout(context.Background(), time.Second)
 	_, err := health.Check(callCtx, &healthpb.HealthCheckRequest{})
+	alive, aliveErr := health.Check(callCtx, &healthpb.HealthCheckRequest{Service: balance.LivenessService})
 	cancel()
 	if err != nil {
 		t.Errorf("call during the drain delay failed: %v", err)
 	} else {
 		ev.add("call answered")
+	}
+	if alive.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("liveness during the drain delay: %v %v, want SERVING", alive.GetStatus(), aliveErr)
 	}
 	if err := <-ran; err != nil {
 		t.Fatalf("Run: %v", err)
