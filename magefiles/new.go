@@ -14,7 +14,7 @@ const template = "greeter"
 
 var serviceNameRE = regexp.MustCompile(`^[a-z][a-z0-9]{0,30}$`)
 
-// New copies services/greeter and its API into a new service NAME (own proto package, module, wire set), adds it to go.work and regenerates.
+// New copies services/greeter, its API and its image recipe into a new service NAME (own proto package, module, wire set), adds it to go.work and regenerates.
 func New(name string) error {
 	if !serviceNameRE.MatchString(name) {
 		return fmt.Errorf("invalid service name %q: want a lower-case letter, then up to 30 lower-case letters or digits", name)
@@ -37,6 +37,14 @@ func New(name string) error {
 	if err := copyTree(filepath.Join("services", template), filepath.Join("services", name), rename, func(path string) bool {
 		return filepath.Base(path) != "wire_gen.go"
 	}); err != nil {
+		return err
+	}
+	// Its image recipe, so that docker:build builds it too.
+	recipe, err := os.ReadFile(filepath.Join(dockerDir, template+".Dockerfile"))
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dockerDir, name+".Dockerfile"), []byte(rename.Replace(string(recipe))), 0o644); err != nil {
 		return err
 	}
 	if err := runIn(".", nil, "go", "work", "use", "./services/"+name); err != nil {

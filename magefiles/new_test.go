@@ -31,6 +31,9 @@ func TestNewService(t *testing.T) {
 			t.Errorf("shop.proto lacks %q", want)
 		}
 	}
+	if recipe, err := os.ReadFile(filepath.Join(repo, "deployments/docker/shop.Dockerfile")); err != nil || !strings.Contains(string(recipe), "COPY shop /shop") {
+		t.Errorf("no image recipe for shop (%v):\n%s", err, recipe)
+	}
 	work, _ := os.ReadFile(filepath.Join(repo, "go.work"))
 	if !strings.Contains(string(work), "./services/shop") {
 		t.Errorf("go.work does not use ./services/shop:\n%s", work)
