@@ -49,27 +49,28 @@ type TLS struct {
 // Start starts etcd in a temporary directory and stops it when the test ends.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	s := &Server{
-		t:         t,
-		dir:       filepath.Join(t.TempDir(), "etcd"),
-		clientURL: url.URL{Scheme: "http", Host: freeAddr(t)},
-		peerURL:   url.URL{Scheme: "http", Host: freeAddr(t)},
-	}
-	s.Start()
-	t.Cleanup(s.Stop)
-	return s
+	return start(t, nil)
 }
 
 // StartTLS is Start with client connections over TLS, and a client
 // certificate signed by tls.CA required of every client.
 func StartTLS(t testing.TB, tls TLS) *Server {
 	t.Helper()
+	return start(t, &tls)
+}
+
+func start(t testing.TB, tls *TLS) *Server {
+	t.Helper()
+	scheme := "http"
+	if tls != nil {
+		scheme = "https"
+	}
 	s := &Server{
 		t:         t,
 		dir:       filepath.Join(t.TempDir(), "etcd"),
-		clientURL: url.URL{Scheme: "https", Host: freeAddr(t)},
+		clientURL: url.URL{Scheme: scheme, Host: freeAddr(t)},
 		peerURL:   url.URL{Scheme: "http", Host: freeAddr(t)},
-		tls:       &tls,
+		tls:       tls,
 	}
 	s.Start()
 	t.Cleanup(s.Stop)
