@@ -26,9 +26,10 @@ const runDir = ".run"
 
 // proc is one process of the local stack.
 type proc struct {
-	name string
-	cmd  *exec.Cmd
-	done chan struct{} // closed when the process has exited and its output is drained
+	name    string
+	cmd     *exec.Cmd
+	done    chan struct{} // closed when the process has exited and its output is drained
+	metrics string        // host:port of its Prometheus /metrics, if any; guarded by stack.mu
 }
 
 // stack runs etcd, greeters and the client as child processes, each in its
@@ -163,7 +164,7 @@ func (s *stack) startEtcd(ctx context.Context) error {
 		return errors.New("no free port on 127.0.0.1")
 	}
 	clientURL, peerURL := "http://"+client, "http://"+peer
-	_, err = s.start("etcd", "etcd", []string{
+	p, err := s.start("etcd", "etcd", []string{
 		"--name", "rollcall", "--data-dir", filepath.Join(runDir, "etcd"),
 		"--listen-client-urls", clientURL, "--advertise-client-urls", clientURL,
 		"--listen-peer-urls", peerURL, "--initial-advertise-peer-urls", peerURL,
@@ -173,6 +174,7 @@ func (s *stack) startEtcd(ctx context.Context) error {
 		return err
 	}
 	s.etcd = client
+	s.setMetrics(p, client) // etcd serves /metrics on its client port
 	return s.awaitEtcd(ctx)
 }
 
@@ -203,8 +205,13 @@ func (s *stack) startGreeter(extra ...string) (*proc, error) {
 	s.greeter++
 	name := fmt.Sprintf("greeter-%d", s.greeter)
 	s.mu.Unlock()
-	args := append([]string{"-listen", "127.0.0.1:0", "-id", name}, extra...)
-	return s.start(name, "greeter", args, s.env()...)
+	metrics := freePort()
+	args := append([]string{"-listen", "127.0.0.1:0", "-id", name, "-metrics-listen", metrics}, extra...)
+	p, err := s.start(name, "greeter", args, s.env()...)
+	if err == nil {
+		s.setMetrics(p, metrics)
+	}
+	return p, err
 }
 
 // startClient starts the demo client. It balances with round_robin so
@@ -215,7 +222,31 @@ func (s *stack) startClient(args ...string) (*proc, error) {
 	if policy == "" {
 		policy = "round_robin"
 	}
-	return s.start("client", "client", append([]string{"-view", "lines", "-policy", policy}, args...), s.env()...)
+	metrics := freePort()
+	p, err := s.start("client", "client", append([]string{"-view", "lines", "-policy", policy, "-metrics-listen", metrics}, args...), s.env()...)
+	if err == nil {
+		s.setMetrics(p, metrics)
+	}
+	return p, err
+}
+
+func (s *stack) setMetrics(p *proc, addr string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p.metrics = addr
+}
+
+// metricsSummary says where each process serves its metrics, in one line.
+func (s *stack) metricsSummary() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var where []string
+	for _, p := range s.procs {
+		if p.metrics != "" {
+			where = append(where, p.name+" "+p.metrics)
+		}
+	}
+	return "Prometheus metrics at http://ADDR/metrics: " + strings.Join(where, ", ")
 }
 
 func (s *stack) env() []string {

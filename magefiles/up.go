@@ -33,6 +33,7 @@ func Up(ctx context.Context) error {
 		s.stopAll()
 		return err
 	}
+	s.say("%s", s.metricsSummary())
 	if s.detached {
 		fmt.Printf("running in the background; logs in %s; stop with: go run mage.go down\n", filepath.Join(runDir, "logs"))
 		return nil

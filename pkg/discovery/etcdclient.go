@@ -1,11 +1,15 @@
 package discovery
 
 import (
+	"log/slog"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	grpcbackoff "google.golang.org/grpc/backoff"
+
+	"github.com/rollcall/rollcall/pkg/logs"
 )
 
 // NewEtcdClient returns an etcd client with the connection settings that
@@ -13,10 +17,17 @@ import (
 //
 //   - reconnects at most 1 s apart (gRPC's default backs off to 2 minutes,
 //     so after a 10 s etcd outage the client could stay away for another 6 s);
-//   - keepalive pings, so a dead or partitioned etcd is noticed in seconds.
+//   - keepalive pings, so a dead or partitioned etcd is noticed in seconds;
+//   - a logger (unless cfg has one) that sends the client's errors, such as
+//     a failed authentication, to slog.Default() and drops its warnings:
+//     it warns of every failed call, which discovery reports with more
+//     meaning (registration state, rollcall_discovery_etcd_errors_total).
 //
 // Share one client among every registration and resolver of a process.
 func NewEtcdClient(cfg clientv3.Config) (*clientv3.Client, error) {
+	if cfg.Logger == nil && cfg.LogConfig == nil {
+		cfg.Logger = logs.Zap(slog.Default(), zap.ErrorLevel)
+	}
 	if cfg.DialKeepAliveTime == 0 {
 		cfg.DialKeepAliveTime = 10 * time.Second
 	}

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/rollcall/rollcall/pkg/flagenv"
 	"github.com/rollcall/rollcall/pkg/tlsfiles"
@@ -100,9 +99,8 @@ func (c EtcdConfig) NewClient() (*clientv3.Client, error) {
 		Username:    c.Username,
 		Password:    c.Password,
 		DialTimeout: 5 * time.Second,
-		// etcd's client logs every retry to stderr; services log what
-		// matters through the registration's state instead.
-		Logger: zap.NewNop(),
+		// No Logger: NewEtcdClient's sends the client's errors to slog
+		// and drops its warnings (one per retry).
 	}
 	if c.CAFile != "" || c.CertFile != "" {
 		tlsCfg, err := c.tlsConfig()

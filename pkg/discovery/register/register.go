@@ -79,6 +79,7 @@ type options struct {
 	namespace string
 	ttl       time.Duration
 	logger    *slog.Logger
+	observer  Observer
 }
 
 // WithNamespace sets the first key segment (default discovery.DefaultNamespace).
@@ -98,6 +99,7 @@ type Registration struct {
 	value  string
 	ttl    time.Duration
 	log    *slog.Logger
+	obs    Observer
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -116,7 +118,7 @@ type Registration struct {
 // made while etcd is down retries until etcd answers. Watch its state with
 // State or Watch; stop it with Close.
 func New(client *clientv3.Client, inst discovery.Instance, opts ...Option) (*Registration, error) {
-	o := options{namespace: discovery.DefaultNamespace, ttl: DefaultTTL, logger: slog.Default()}
+	o := options{namespace: discovery.DefaultNamespace, ttl: DefaultTTL, logger: slog.Default(), observer: nopObserver{}}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -148,7 +150,9 @@ func New(client *clientv3.Client, inst discovery.Instance, opts ...Option) (*Reg
 		done:    make(chan struct{}),
 		state:   State{Phase: Registering, Since: time.Now()},
 		changed: make(chan struct{}),
+		obs:     o.observer,
 	}
+	r.obs.RegistrationChanged(r, r.state)
 	go r.run(ctx)
 	return r, nil
 }
@@ -192,6 +196,7 @@ func (r *Registration) setState(p Phase, lease clientv3.LeaseID, err error) {
 		next.Writes++
 	}
 	r.state = next
+	r.obs.RegistrationChanged(r, next)
 	close(r.changed)
 	r.changed = make(chan struct{})
 	r.mu.Unlock()
@@ -219,6 +224,7 @@ func (r *Registration) Close(ctx context.Context) error {
 		r.mu.Lock()
 		lease := r.granted
 		r.state = State{Phase: Closed, Since: time.Now(), Writes: r.state.Writes}
+		r.obs.RegistrationChanged(r, r.state)
 		close(r.changed)
 		r.changed = make(chan struct{})
 		r.mu.Unlock()
@@ -294,6 +300,7 @@ func (r *Registration) write(ctx context.Context) (clientv3.LeaseID, int64, erro
 	defer cancel()
 	grant, err := r.client.Grant(callCtx, int64(r.ttl/time.Second))
 	if err != nil {
+		r.etcdFailed(ctx, "grant", err)
 		return clientv3.NoLease, 0, fmt.Errorf("grant lease: %w", err)
 	}
 	r.mu.Lock()
@@ -301,6 +308,7 @@ func (r *Registration) write(ctx context.Context) (clientv3.LeaseID, int64, erro
 	r.mu.Unlock()
 	put, err := r.client.Put(callCtx, r.key, r.value, clientv3.WithLease(grant.ID))
 	if err != nil {
+		r.etcdFailed(ctx, "put", err)
 		// The lease holds nothing; let it expire rather than wait on etcd.
 		return clientv3.NoLease, 0, fmt.Errorf("put %s: %w", r.key, err)
 	}
@@ -393,6 +401,7 @@ func (r *Registration) renew(ctx context.Context, lease clientv3.LeaseID) error 
 		return errLeaseExpired
 	}
 	if err != nil {
+		r.etcdFailed(ctx, "keepalive", err)
 		return fmt.Errorf("renew lease: %w", err)
 	}
 	return nil
@@ -417,6 +426,7 @@ func (r *Registration) checkKey(ctx context.Context, lease clientv3.LeaseID) (in
 		case errors.Is(err, rpctypes.ErrPermissionDenied):
 			return 0, fmt.Errorf("get %s: %w", r.key, err)
 		}
+		r.etcdFailed(ctx, "get", err)
 		select {
 		case <-ctx.Done():
 			return 0, ctx.Err()

@@ -55,6 +55,7 @@ type Builder struct {
 	namespace string
 	log       *slog.Logger
 	onUpdate  func(service string, instances []discovery.Instance)
+	observer  Observer
 
 	mu        sync.Mutex
 	watches   map[string]*serviceWatch
@@ -73,6 +74,7 @@ func NewBuilder(client *clientv3.Client, opts ...Option) (*Builder, error) {
 		scheme:    DefaultScheme,
 		namespace: discovery.DefaultNamespace,
 		log:       slog.Default(),
+		observer:  nopObserver{},
 		watches:   map[string]*serviceWatch{},
 		lastKnown: map[string]snapshot{},
 	}

@@ -49,6 +49,7 @@ type serviceWatch struct {
 	ns       string
 	log      *slog.Logger
 	onUpdate func(string, []discovery.Instance)
+	observer Observer
 	refs     int // guarded by Builder.mu
 
 	relist chan struct{}
@@ -69,6 +70,7 @@ func startWatch(b *Builder, service string, known snapshot) *serviceWatch {
 		ns:       b.namespace,
 		log:      b.log.With("service", service),
 		onUpdate: b.onUpdate,
+		observer: b.observer,
 		relist:   make(chan struct{}, 1),
 		cancel:   cancel,
 		done:     make(chan struct{}),
@@ -179,6 +181,7 @@ func (w *serviceWatch) run(ctx context.Context) {
 				return
 			}
 			w.log.Debug("listing instances failed; keeping the last list", "err", err)
+			w.observer.ResolverEtcdError(w.service, "list", err)
 			if snap := w.current(); !snap.listed {
 				w.publish(snapshot{err: err})
 			}
@@ -193,6 +196,7 @@ func (w *serviceWatch) run(ctx context.Context) {
 			return
 		}
 		w.log.Debug("watch ended; listing again", "err", err)
+		w.observer.WatchRestarted(w.service, restartReason(err))
 	}
 }
 
@@ -287,19 +291,20 @@ func (w *serviceWatch) watch(ctx context.Context, st *state, rev int64, lastList
 			return errRelistRequested
 		case <-reconnected:
 			// etcd may have come back empty or older: only a list tells.
-			return errors.New("etcd connection re-established")
+			return errReconnected
 		case <-graceEnd:
 			graceEnd = nil
 			st.carried = nil
 			w.publishState(st)
 		case resp, ok := <-events:
 			if !ok {
-				return errors.New("watch channel closed")
+				return errWatchClosed
 			}
 			if resp.CompactRevision != 0 {
-				return fmt.Errorf("watch compacted at revision %d", resp.CompactRevision)
+				return fmt.Errorf("%w at revision %d", errWatchCompacted, resp.CompactRevision)
 			}
 			if err := resp.Err(); err != nil {
+				w.observer.ResolverEtcdError(w.service, "watch", err)
 				return fmt.Errorf("watch: %w", err)
 			}
 			if resp.IsProgressNotify() {
@@ -369,6 +374,7 @@ func (w *serviceWatch) publishState(st *state) {
 		}
 	}
 	w.publish(snapshot{listed: true, instances: list})
+	w.observer.ResolverUpdated(w.service, len(list))
 	if w.onUpdate != nil {
 		w.onUpdate(w.service, slices.Clone(list))
 	}

@@ -23,13 +23,20 @@ func wireCaller(configConfig *config.Config, logger *slog.Logger) (*caller.Calle
 	if err != nil {
 		return nil, nil, err
 	}
-	builder, err := greeter.NewResolver(configConfig, client, logger)
+	telemetry, cleanup2, err := greeter.NewTelemetry(configConfig, logger)
 	if err != nil {
 		cleanup()
 		return nil, nil, err
 	}
-	clientConnInterface, cleanup2, err := greeter.NewConn(configConfig, builder)
+	builder, err := greeter.NewResolver(configConfig, client, logger, telemetry)
 	if err != nil {
+		cleanup2()
+		cleanup()
+		return nil, nil, err
+	}
+	clientConnInterface, cleanup3, err := greeter.NewConn(configConfig, builder, telemetry)
+	if err != nil {
+		cleanup2()
 		cleanup()
 		return nil, nil, err
 	}
@@ -37,6 +44,7 @@ func wireCaller(configConfig *config.Config, logger *slog.Logger) (*caller.Calle
 	recorder := stats.NewRecorder()
 	callerCaller := caller.New(configConfig, greeterServiceClient, recorder)
 	return callerCaller, func() {
+		cleanup3()
 		cleanup2()
 		cleanup()
 	}, nil

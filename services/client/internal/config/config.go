@@ -14,6 +14,7 @@ import (
 	"github.com/rollcall/rollcall/pkg/discovery"
 	"github.com/rollcall/rollcall/pkg/flagenv"
 	"github.com/rollcall/rollcall/pkg/logs"
+	"github.com/rollcall/rollcall/pkg/telemetry"
 	"github.com/rollcall/rollcall/pkg/tlsfiles"
 )
 
@@ -44,6 +45,7 @@ type Config struct {
 	Timeout     time.Duration // per call
 	View        string        // table, lines, none, or auto
 	Log         logs.Config
+	Telemetry   telemetry.Config
 }
 
 // Load parses args over the environment (getenv). Its error names the bad
@@ -71,9 +73,11 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (*Config, 
 	fs.StringVar(&c.View, "view", c.View, "table (redrawn in place), lines, none, or auto (table on a terminal)")
 	call.RegisterTLSFlags(&c.TLS, fs, env)
 	c.Log.RegisterFlags(fs, env)
+	c.Telemetry.RegisterFlags(fs, env)
 	if err := flagenv.Parse(fs, env, args, getenv); err != nil {
 		return nil, err
 	}
+	c.Telemetry.ServiceName = "client"
 	if err := c.validate(); err != nil {
 		return nil, errors.New(strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
@@ -81,7 +85,8 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (*Config, 
 }
 
 func (c *Config) validate() error {
-	errs := []error{c.Etcd.Validate(), discovery.ValidateService(c.Service), discovery.ValidateNamespace(c.Namespace), c.TLS.Validate()}
+	errs := []error{c.Etcd.Validate(), discovery.ValidateService(c.Service), discovery.ValidateNamespace(c.Namespace), c.TLS.Validate(),
+		c.Telemetry.Validate()}
 	if c.Mode != ModeDemo && c.Mode != ModeLoad {
 		errs = append(errs, fmt.Errorf("invalid mode %q: want demo or load", c.Mode))
 	}

@@ -39,6 +39,8 @@ func TestLoadRejectsBadValuesInOneLine(t *testing.T) {
 		{nil, map[string]string{"ETCD_ENDPOINTS": "localhost"}, `invalid etcd endpoint "localhost"`},
 		{nil, map[string]string{"ETCD_USERNAME": "root"}, "username and password go together"},
 		{[]string{"extra"}, nil, `unexpected arguments ["extra"]`},
+		{[]string{"-metrics-listen", "9464"}, nil, `invalid metrics-listen address "9464"`},
+		{nil, map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "grpc://collector:4317"}, `invalid OTLP endpoint "grpc://collector:4317"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.wantErr, func(t *testing.T) {

@@ -12,11 +12,18 @@ import (
 	greeterv1 "github.com/rollcall/rollcall/api/greeter/v1"
 	"github.com/rollcall/rollcall/pkg/call"
 	"github.com/rollcall/rollcall/pkg/discovery/resolve"
+	"github.com/rollcall/rollcall/pkg/telemetry"
 	"github.com/rollcall/rollcall/services/client/internal/config"
 )
 
 // ProviderSet is the greeter client's providers.
-var ProviderSet = wire.NewSet(NewEtcdClient, NewResolver, NewConn, greeterv1.NewGreeterServiceClient)
+var ProviderSet = wire.NewSet(NewTelemetry, NewEtcdClient, NewResolver, NewConn, greeterv1.NewGreeterServiceClient)
+
+// NewTelemetry serves metrics and traces calls as configured (each off
+// unless set); the cleanup stops the metrics server and flushes spans.
+func NewTelemetry(cfg *config.Config, log *slog.Logger) (*telemetry.Telemetry, func(), error) {
+	return telemetry.New(cfg.Telemetry, log)
+}
 
 // NewEtcdClient connects to etcd as configured; the cleanup closes it.
 func NewEtcdClient(cfg *config.Config, log *slog.Logger) (*clientv3.Client, func(), error) {
@@ -28,17 +35,19 @@ func NewEtcdClient(cfg *config.Config, log *slog.Logger) (*clientv3.Client, func
 	return c, func() { c.Close() }, nil
 }
 
-// NewResolver resolves services from etcd.
-func NewResolver(cfg *config.Config, etcd *clientv3.Client, log *slog.Logger) (*resolve.Builder, error) {
-	return resolve.NewBuilder(etcd, resolve.WithNamespace(cfg.Namespace), resolve.WithLogger(log))
+// NewResolver resolves services from etcd, observed by tel.
+func NewResolver(cfg *config.Config, etcd *clientv3.Client, log *slog.Logger, tel *telemetry.Telemetry) (*resolve.Builder, error) {
+	return resolve.NewBuilder(etcd, append(tel.ResolveOptions(), resolve.WithNamespace(cfg.Namespace), resolve.WithLogger(log))...)
 }
 
-// NewConn dials the configured service; the cleanup closes the connection.
-func NewConn(cfg *config.Config, rb *resolve.Builder) (grpc.ClientConnInterface, func(), error) {
+// NewConn dials the configured service, its calls observed by tel; the
+// cleanup closes the connection.
+func NewConn(cfg *config.Config, rb *resolve.Builder, tel *telemetry.Telemetry) (grpc.ClientConnInterface, func(), error) {
 	opts := []call.Option{call.WithTLS(cfg.TLS)}
 	if cfg.Policy != "" {
 		opts = append(opts, call.WithPolicy(cfg.Policy))
 	}
+	opts = append(opts, call.WithDialOptions(tel.DialOptions()...))
 	conn, err := call.Dial(rb, cfg.Service, opts...)
 	if err != nil {
 		return nil, nil, err

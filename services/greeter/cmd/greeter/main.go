@@ -33,6 +33,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	logs.SetDefault(log)
 	app, cleanup, err := wireApp(cfg, log)
 	if err != nil {
 		return err

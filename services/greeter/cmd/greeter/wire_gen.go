@@ -21,8 +21,14 @@ func wireApp(configConfig *config.Config, logger *slog.Logger) (*app, func(), er
 	if err != nil {
 		return nil, nil, err
 	}
-	serveServer, cleanup2, err := server.NewGRPCServer(configConfig, client, logger)
+	telemetry, cleanup2, err := server.NewTelemetry(configConfig, logger)
 	if err != nil {
+		cleanup()
+		return nil, nil, err
+	}
+	serveServer, cleanup3, err := server.NewGRPCServer(configConfig, client, logger, telemetry)
+	if err != nil {
+		cleanup2()
 		cleanup()
 		return nil, nil, err
 	}
@@ -31,6 +37,7 @@ func wireApp(configConfig *config.Config, logger *slog.Logger) (*app, func(), er
 	greeter := service.NewGreeter(instance, latency)
 	mainApp := newApp(serveServer, greeter)
 	return mainApp, func() {
+		cleanup3()
 		cleanup2()
 		cleanup()
 	}, nil

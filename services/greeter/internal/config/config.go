@@ -14,6 +14,7 @@ import (
 	"github.com/rollcall/rollcall/pkg/flagenv"
 	"github.com/rollcall/rollcall/pkg/logs"
 	"github.com/rollcall/rollcall/pkg/serve"
+	"github.com/rollcall/rollcall/pkg/telemetry"
 )
 
 // Config is everything the greeter reads at start.
@@ -22,8 +23,9 @@ type Config struct {
 	Etcd  discovery.EtcdConfig
 	// Latency is an artificial delay in every answer, for demos and
 	// benchmarks; 0 (the default) answers at once.
-	Latency time.Duration
-	Log     logs.Config
+	Latency   time.Duration
+	Log       logs.Config
+	Telemetry telemetry.Config
 }
 
 // Load parses args over the environment (getenv). Its error names the bad
@@ -39,11 +41,13 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (*Config, 
 	c.Etcd.RegisterFlags(fs, env)
 	fs.DurationVar(&c.Latency, "latency", 0, "artificial delay in every answer")
 	c.Log.RegisterFlags(fs, env)
+	c.Telemetry.RegisterFlags(fs, env)
 	if err := flagenv.Parse(fs, env, args, getenv); err != nil {
 		return nil, err
 	}
+	c.Telemetry.ServiceName = c.Serve.Service
 	var errs []error
-	errs = append(errs, c.Serve.Validate(), c.Etcd.Validate())
+	errs = append(errs, c.Serve.Validate(), c.Etcd.Validate(), c.Telemetry.Validate())
 	if c.Latency < 0 {
 		errs = append(errs, fmt.Errorf("invalid latency %v: want >= 0", c.Latency))
 	}

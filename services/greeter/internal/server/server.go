@@ -10,12 +10,19 @@ import (
 
 	"github.com/rollcall/rollcall/pkg/discovery"
 	"github.com/rollcall/rollcall/pkg/serve"
+	"github.com/rollcall/rollcall/pkg/telemetry"
 	"github.com/rollcall/rollcall/services/greeter/internal/config"
 	"github.com/rollcall/rollcall/services/greeter/internal/service"
 )
 
 // ProviderSet is the server layer's providers.
-var ProviderSet = wire.NewSet(NewEtcdClient, NewGRPCServer, Instance, Latency)
+var ProviderSet = wire.NewSet(NewTelemetry, NewEtcdClient, NewGRPCServer, Instance, Latency)
+
+// NewTelemetry serves metrics and traces calls as configured (each off
+// unless set); the cleanup stops the metrics server and flushes spans.
+func NewTelemetry(cfg *config.Config, log *slog.Logger) (*telemetry.Telemetry, func(), error) {
+	return telemetry.New(cfg.Telemetry, log)
+}
 
 // NewEtcdClient connects to etcd as configured; the cleanup closes it.
 func NewEtcdClient(cfg *config.Config, log *slog.Logger) (*clientv3.Client, func(), error) {
@@ -27,12 +34,14 @@ func NewEtcdClient(cfg *config.Config, log *slog.Logger) (*clientv3.Client, func
 	return c, func() { c.Close() }, nil
 }
 
-// NewGRPCServer listens and returns the server the greeter runs on.
-func NewGRPCServer(cfg *config.Config, etcd *clientv3.Client, log *slog.Logger) (*serve.Server, func(), error) {
-	s, err := serve.New(cfg.Serve, etcd, log)
+// NewGRPCServer listens and returns the server the greeter runs on, with
+// its calls and registration observed by tel.
+func NewGRPCServer(cfg *config.Config, etcd *clientv3.Client, log *slog.Logger, tel *telemetry.Telemetry) (*serve.Server, func(), error) {
+	s, err := serve.New(cfg.Serve, etcd, log, tel.ServerOptions()...)
 	if err != nil {
 		return nil, nil, err
 	}
+	s.AddRegisterOptions(tel.RegisterOptions()...)
 	return s, s.Close, nil
 }
 

@@ -1,0 +1,273 @@
+package discoverymetrics_test
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/rollcall/rollcall/pkg/discovery"
+	"github.com/rollcall/rollcall/pkg/discovery/discoverymetrics"
+	"github.com/rollcall/rollcall/pkg/discovery/register"
+	"github.com/rollcall/rollcall/pkg/discovery/resolve"
+	"github.com/rollcall/rollcall/pkg/etcdtest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, etcdtest.IgnoredGoroutines()...)
+}
+
+func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+func newMetrics(t *testing.T) (*discoverymetrics.Metrics, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	m, err := discoverymetrics.New(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, reg
+}
+
+// value sums the series of metric name whose labels include the given
+// name-value pairs; it fails the test when there is none.
+func value(t *testing.T, g prometheus.Gatherer, name string, labels ...string) float64 {
+	t.Helper()
+	v, ok, err := lookup(g, name, labels...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ok {
+		t.Fatalf("no series %s%v", name, labels)
+	}
+	return v
+}
+
+// lookup sums the series of metric name whose labels include the given
+// name-value pairs, and reports whether there was any.
+func lookup(g prometheus.Gatherer, name string, labels ...string) (sum float64, found bool, err error) {
+	mfs, err := g.Gather()
+	if err != nil {
+		return 0, false, err
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range mf.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				ok := false
+				for _, l := range m.GetLabel() {
+					ok = ok || l.GetName() == labels[i] && l.GetValue() == labels[i+1]
+				}
+				if !ok {
+					continue series
+				}
+			}
+			found = true
+			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return sum, found, nil
+}
+
+func want(t *testing.T, g prometheus.Gatherer, v float64, name string, labels ...string) {
+	t.Helper()
+	if got := value(t, g, name, labels...); got != v {
+		t.Errorf("%s%v = %v, want %v", name, labels, got, v)
+	}
+}
+
+// eventually waits until cond holds, for what has no event to wait on.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 20s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func awaitState(t *testing.T, r *register.Registration, cond func(register.State) bool) {
+	t.Helper()
+	timeout := time.After(20 * time.Second)
+	for {
+		s, changed := r.Watch()
+		if cond(s) {
+			return
+		}
+		select {
+		case <-changed:
+		case <-timeout:
+			t.Fatalf("registration state %+v never reached", s)
+		}
+	}
+}
+
+func TestRegistrationStateAndReregistrations(t *testing.T) {
+	etcd := etcdtest.Start(t).Client()
+	m, reg := newMetrics(t)
+	r, err := register.New(etcd, discovery.Instance{Service: "greeter", ID: "g1", Addr: "127.0.0.1:1"},
+		m.RegisterOption(), register.WithLogger(quiet()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	awaitState(t, r, func(s register.State) bool { return s.Phase == register.Registered })
+	const state = "rollcall_discovery_registration_state"
+	want(t, reg, 1, state, "service", "greeter", "state", "registered")
+	want(t, reg, 0, state, "service", "greeter", "state", "registering")
+	want(t, reg, 0, state, "service", "greeter", "state", "retrying")
+	want(t, reg, 0, "rollcall_discovery_reregistrations_total", "service", "greeter")
+
+	// A key deleted by hand is written again: one re-registration.
+	if _, err := etcd.Delete(context.Background(), r.Key()); err != nil {
+		t.Fatal(err)
+	}
+	awaitState(t, r, func(s register.State) bool { return s.Phase == register.Registered && s.Writes == 2 })
+	want(t, reg, 1, "rollcall_discovery_reregistrations_total", "service", "greeter")
+	want(t, reg, 1, state, "service", "greeter", "state", "registered")
+
+	if err := r.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	want(t, reg, 0, state, "service", "greeter")
+	want(t, reg, 1, "rollcall_discovery_reregistrations_total", "service", "greeter")
+}
+
+// lists receives the length of every list the resolver publishes.
+func lists(t *testing.T, m *discoverymetrics.Metrics, etcd *clientv3.Client) (*resolve.Builder, <-chan int) {
+	t.Helper()
+	ch := make(chan int, 256)
+	rb, err := resolve.NewBuilder(etcd, m.ResolveOption(), resolve.WithLogger(quiet()),
+		resolve.WithOnUpdate(func(_ string, list []discovery.Instance) { ch <- len(list) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rb, ch
+}
+
+func awaitLen(t *testing.T, ch <-chan int, n int) {
+	t.Helper()
+	timeout := time.After(20 * time.Second)
+	for {
+		select {
+		case got := <-ch:
+			if got == n {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("the resolver never published a list of %d", n)
+		}
+	}
+}
+
+func dial(t *testing.T, rb *resolve.Builder, service string) {
+	t.Helper()
+	cc, err := grpc.NewClient(rb.Target(service), grpc.WithResolvers(rb), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	cc.Connect() // builds the resolver
+}
+
+// registerInstance registers an instance of greeter and waits until its
+// key is in etcd.
+func registerInstance(t *testing.T, etcd *clientv3.Client, id string) {
+	t.Helper()
+	r, err := register.New(etcd, discovery.Instance{Service: "greeter", ID: id, Addr: "127.0.0.1:" + id}, register.WithLogger(quiet()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close(context.Background()) })
+	awaitState(t, r, func(s register.State) bool { return s.Phase == register.Registered })
+}
+
+func TestResolverUpdatesEndpointsAndWatchRestarts(t *testing.T) {
+	srv := etcdtest.Start(t)
+	etcd := srv.Client()
+	registerInstance(t, etcd, "1001")
+	registerInstance(t, etcd, "1002")
+	m, reg := newMetrics(t)
+	rb, published := lists(t, m, etcd)
+	dial(t, rb, "greeter")
+	awaitLen(t, published, 2)
+	want(t, reg, 2, "rollcall_discovery_resolver_endpoints", "service", "greeter")
+	before := value(t, reg, "rollcall_discovery_resolver_updates_total", "service", "greeter")
+
+	registerInstance(t, etcd, "1003")
+	awaitLen(t, published, 3)
+	want(t, reg, 3, "rollcall_discovery_resolver_endpoints", "service", "greeter")
+	if after := value(t, reg, "rollcall_discovery_resolver_updates_total", "service", "greeter"); after <= before {
+		t.Errorf("resolver updates %v after a new instance, want more than %v", after, before)
+	}
+
+	// An etcd restart ends the watch; the resolver lists again, and
+	// counts the restart before it publishes that list.
+	srv.Restart()
+	awaitLen(t, published, 3)
+	if got := value(t, reg, "rollcall_discovery_watch_restarts_total", "service", "greeter"); got < 1 {
+		t.Errorf("watch restarts after an etcd restart = %v, want at least 1", got)
+	}
+	want(t, reg, 3, "rollcall_discovery_resolver_endpoints", "service", "greeter")
+}
+
+// A watch that resumes after its history was compacted counts a restart
+// for that reason.
+func TestCompactedWatchCountsARestart(t *testing.T) {
+	srv := etcdtest.Start(t)
+	writer := srv.Client()
+	proxy := etcdtest.NewProxy(t, srv)
+	m, reg := newMetrics(t)
+	registerInstance(t, writer, "1001")
+	rb, published := lists(t, m, proxy.Client())
+	dial(t, rb, "greeter")
+	awaitLen(t, published, 1)
+
+	proxy.Cut()
+	registerInstance(t, writer, "1002")
+	srv.Compact(context.Background())
+	proxy.Restore()
+	awaitLen(t, published, 2)
+	if got := value(t, reg, "rollcall_discovery_watch_restarts_total", "service", "greeter"); got < 1 {
+		t.Errorf("watch restarts after a compaction = %v, want at least 1", got)
+	}
+}
+
+// etcd calls that fail are counted per service and operation: the
+// registration's lease renewals, and the resolver's lists.
+func TestEtcdErrorsCounted(t *testing.T) {
+	srv := etcdtest.Start(t)
+	etcd := srv.Client()
+	m, reg := newMetrics(t)
+	r, err := register.New(etcd, discovery.Instance{Service: "greeter", ID: "g1", Addr: "127.0.0.1:1"},
+		m.RegisterOption(), register.WithLogger(quiet()), register.WithTTL(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close(context.Background()) })
+	awaitState(t, r, func(s register.State) bool { return s.Phase == register.Registered })
+
+	srv.Stop()
+	// A resolver built while etcd is down fails its first list.
+	rb, _ := lists(t, m, etcd)
+	dial(t, rb, "shop")
+	counted := func(service, op string) func() bool {
+		return func() bool {
+			v, _, _ := lookup(reg, "rollcall_discovery_etcd_errors_total", "service", service, "op", op)
+			return v >= 1
+		}
+	}
+	eventually(t, "a failed lease renewal counted", counted("greeter", "keepalive"))
+	eventually(t, "a failed list counted", counted("shop", "list"))
+	srv.Start()
+}
