@@ -38,7 +38,7 @@ func (Check) Gen() error {
 	return checkGen()
 }
 
-// Tests runs every workspace module's Go tests with -race, and nothing else.
+// Tests runs every workspace module's Go tests with -race, and each of its benchmarks once.
 func (Check) Tests() error {
 	return goTestAll()
 }

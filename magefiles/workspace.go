@@ -102,8 +102,9 @@ func forEachModule(fn func(dir string) error) error {
 
 func goTestAll() error {
 	return forEachModule(func(dir string) error {
-		fmt.Printf("== go test -race %s\n", dir)
-		return runIn(dir, nil, "go", "test", "-race", "./...")
+		// Every benchmark runs once too, so that none rots between full runs.
+		fmt.Printf("== go test -race -bench . -benchtime 1x %s\n", dir)
+		return runIn(dir, nil, "go", "test", "-race", "-bench", ".", "-benchtime", "1x", "./...")
 	})
 }
 

@@ -17,7 +17,7 @@ func BenchmarkUpdate(b *testing.B) {
 	for _, n := range []int{10, 100, 1000, 10000} {
 		b.Run(fmt.Sprintf("instances=%d", n), func(b *testing.B) {
 			w := &serviceWatch{service: "bench", ns: "rollcall", prefix: "rollcall/bench/",
-				log: slog.New(slog.DiscardHandler), changed: make(chan struct{})}
+				log: slog.New(slog.DiscardHandler), observer: nopObserver{}, changed: make(chan struct{})}
 			st := &state{byKey: map[string]discovery.Instance{}}
 			for i := range n {
 				inst := discovery.Instance{Service: "bench", ID: fmt.Sprintf("i%05d", i), Addr: fmt.Sprintf("10.%d.%d.%d:50051", i>>16, (i>>8)&255, i&255)}
