@@ -33,12 +33,16 @@ type env struct {
 	obs      *observer
 }
 
-func setup(ctx context.Context, st stack, etcdBin string, etcdSize int, instances [][]string) (*env, error) {
+// setup starts etcd and the instances and dials them. With watchTries the
+// client records attempts by address (the hang scenario); otherwise it
+// carries no interceptor of the harness's.
+func setup(ctx context.Context, st stack, etcdBin string, etcdSize int, instances [][]string, watchTries bool) (*env, error) {
 	dir, err := os.MkdirTemp("", "rollcall-bench-")
 	if err != nil {
 		return nil, err
 	}
 	e := &env{st: st, dir: dir, greeters: map[string]*proc{}, obs: newObserver()}
+	e.obs.interceptAttempts = watchTries
 	e.etcd = newEtcdCluster(etcdBin, filepath.Join(dir, "data"), dir, etcdSize)
 	if err := e.etcd.start(ctx); err != nil {
 		e.close()

@@ -82,7 +82,7 @@ func run() error {
 			if sc.flags != nil {
 				instances = sc.flags
 			}
-			e, err := setup(ctx, st, *bin+"/etcd", sc.etcdSize, instances)
+			e, err := setup(ctx, st, *bin+"/etcd", sc.etcdSize, instances, sc.name == "hang")
 			if err == nil {
 				err = sc.run(ctx, e, t, &r)
 				e.close()

@@ -57,7 +57,10 @@ func rollcallStack(bin, policy string) stack {
 			if err != nil {
 				return nil, err
 			}
-			return call.Dial(rb, service, append(opts, call.WithDialOptions(grpc.WithChainUnaryInterceptor(obs.attempts)))...)
+			if obs.interceptAttempts {
+				opts = append(opts[:len(opts):len(opts)], call.WithDialOptions(grpc.WithChainUnaryInterceptor(obs.attempts)))
+			}
+			return call.Dial(rb, service, opts...)
 		},
 	}
 }
@@ -90,6 +93,10 @@ type observer struct {
 	count   int
 	at      time.Time
 	changed chan struct{}
+	// interceptAttempts: dial with the attempts interceptor, which costs
+	// each call a link in the interceptor chain; only the hang scenario
+	// needs it.
+	interceptAttempts bool
 	// watched, when set, is an address whose attempts tries records
 	// (rollcall's calls may try again on another instance). Off, the
 	// interceptor costs a call next to nothing, so that the throughput
