@@ -300,6 +300,11 @@ func TestBadFlagStopsAtStartNamingIt(t *testing.T) {
 		{[]string{"-etcd-endpoints", "http://"}, "", `invalid etcd endpoint "http://"`},
 		{[]string{"-labels", "novalue"}, "", `"novalue" is not key=value`},
 		{[]string{"-latency", "-1s"}, "", "invalid latency -1s"},
+		{[]string{"-metrics-listen", "nope"}, "", `invalid metrics-listen address "nope"`},
+		{nil, "METRICS_LISTEN=:http-alt", `invalid metrics-listen address ":http-alt"`},
+		{nil, "OTEL_EXPORTER_OTLP_ENDPOINT=collector:4317", `invalid OTLP endpoint "collector:4317"`},
+		{[]string{"-tls-cert", "/nonexistent/cert.pem"}, "", `certificate "/nonexistent/cert.pem" and key ""`},
+		{[]string{"-tls-client-ca", "/nonexistent/ca.pem"}, "", `tls-client-ca "/nonexistent/ca.pem" needs tls-cert`},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(append(tt.args, tt.env), " "), func(t *testing.T) {

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"net/http"
 	"os"
@@ -124,34 +123,4 @@ func scrape(t *testing.T, addr string) string {
 		t.Fatal(err)
 	}
 	return string(body)
-}
-
-func TestBadTelemetryValueStopsAtStartNamingIt(t *testing.T) {
-	bin, err := buildGreeter()
-	if err != nil {
-		t.Fatal(err)
-	}
-	tests := []struct {
-		args    []string
-		env     string
-		wantErr string
-	}{
-		{[]string{"-metrics-listen", "nope"}, "", `invalid metrics-listen address "nope"`},
-		{nil, "METRICS_LISTEN=:http-alt", `invalid metrics-listen address ":http-alt"`},
-		{nil, "OTEL_EXPORTER_OTLP_ENDPOINT=collector:4317", `invalid OTLP endpoint "collector:4317"`},
-	}
-	for _, tt := range tests {
-		t.Run(tt.wantErr, func(t *testing.T) {
-			cmd := exec.Command(bin, tt.args...)
-			cmd.Env = append(os.Environ(), tt.env)
-			out, err := cmd.CombinedOutput()
-			var exit *exec.ExitError
-			if !errors.As(err, &exit) || exit.ExitCode() != 2 {
-				t.Fatalf("exit = %v, want status 2; output %s", err, out)
-			}
-			if lines := strings.Count(strings.TrimSpace(string(out)), "\n") + 1; lines != 1 || !strings.Contains(string(out), tt.wantErr) {
-				t.Errorf("output %q: want one line containing %q", out, tt.wantErr)
-			}
-		})
-	}
 }
