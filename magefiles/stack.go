@@ -44,6 +44,7 @@ type stack struct {
 	onLine  func(name, line string)
 	outMu   sync.Mutex
 	greeter int // number of the last greeter started
+	tlsEnv  tlsEnv
 }
 
 func newStack(detached bool) (*stack, error) {
@@ -207,7 +208,7 @@ func (s *stack) startGreeter(extra ...string) (*proc, error) {
 	s.mu.Unlock()
 	metrics := freePort()
 	args := append([]string{"-listen", "127.0.0.1:0", "-id", name, "-metrics-listen", metrics}, extra...)
-	p, err := s.start(name, "greeter", args, s.env()...)
+	p, err := s.start(name, "greeter", args, append(s.env(), s.tlsEnv.greeter...)...)
 	if err == nil {
 		s.setMetrics(p, metrics)
 	}
@@ -223,7 +224,7 @@ func (s *stack) startClient(args ...string) (*proc, error) {
 		policy = "round_robin"
 	}
 	metrics := freePort()
-	p, err := s.start("client", "client", append([]string{"-view", "lines", "-policy", policy, "-metrics-listen", metrics}, args...), s.env()...)
+	p, err := s.start("client", "client", append([]string{"-view", "lines", "-policy", policy, "-metrics-listen", metrics}, args...), append(s.env(), s.tlsEnv.client...)...)
 	if err == nil {
 		s.setMetrics(p, metrics)
 	}
@@ -247,6 +248,28 @@ func (s *stack) metricsSummary() string {
 		}
 	}
 	return "Prometheus metrics at http://ADDR/metrics: " + strings.Join(where, ", ")
+}
+
+// tlsEnv is each side's environment for mutual TLS, empty when off.
+type tlsEnv struct{ greeter, client []string }
+
+// makeCerts writes a throwaway CA and certificates to .run/tls and turns
+// mutual TLS on between the client and the greeters (TLS=1).
+func (s *stack) makeCerts() error {
+	dir, err := filepath.Abs(filepath.Join(runDir, "tls"))
+	if err != nil {
+		return err
+	}
+	if err := runIn("pkg", nil, "go", "run", "./devcerts/cmd/devcerts", "-dir", dir, "-client", "client", "greeter"); err != nil {
+		return fmt.Errorf("make certificates: %w", err)
+	}
+	file := func(name string) string { return filepath.Join(dir, name) }
+	s.tlsEnv = tlsEnv{
+		greeter: []string{"TLS_CERT=" + file("greeter.pem"), "TLS_KEY=" + file("greeter-key.pem"), "TLS_CLIENT_CA=" + file("rollcall-dev-ca.pem")},
+		client:  []string{"CALL_TLS_CA=" + file("rollcall-dev-ca.pem"), "CALL_TLS_CERT=" + file("client.pem"), "CALL_TLS_KEY=" + file("client-key.pem")},
+	}
+	s.say("mutual TLS between the client and the greeters, certificates in %s", dir)
+	return nil
 }
 
 func (s *stack) env() []string {

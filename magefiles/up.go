@@ -17,8 +17,10 @@ import (
 
 // Up starts etcd, greeter instances (GREETERS, default 3) and the client demo; Ctrl-C stops them all.
 //
-// ETCD_ENDPOINTS set: use that etcd instead of starting one. DETACH=1: run
-// in the background with logs in .run/logs; `down` stops it.
+// ETCD_ENDPOINTS set: use that etcd instead of starting one (ETCD_USERNAME,
+// ETCD_PASSWORD, ETCD_CACERT... pass through to every process). TLS=1:
+// mutual TLS between client and greeters, with throwaway certificates.
+// DETACH=1: run in the background with logs in .run/logs; `down` stops it.
 func Up(ctx context.Context) error {
 	n, err := envInt("GREETERS", 3)
 	if err != nil {
@@ -112,6 +114,12 @@ func bringUp(ctx context.Context, n int, detached bool) (*stack, error) {
 		return nil, err
 	} else {
 		s.say("etcd serving on %s, data in %s", s.etcd, filepath.Join(runDir, "etcd"))
+	}
+	if os.Getenv("TLS") != "" {
+		if err := s.makeCerts(); err != nil {
+			s.stopAll()
+			return nil, err
+		}
 	}
 	for range n {
 		if _, err := s.startGreeter(); err != nil {

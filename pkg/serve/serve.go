@@ -244,7 +244,14 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	s.reg = reg
-	s.log.Info("serving", "listen", s.lis.Addr().String())
+	tlsMode := "off"
+	switch {
+	case s.cfg.TLS.CA != "":
+		tlsMode = "mutual"
+	case s.cfg.TLS.Cert != "":
+		tlsMode = "on"
+	}
+	s.log.Info("serving", "listen", s.lis.Addr().String(), "tls", tlsMode)
 
 	select {
 	case err := <-served:
