@@ -73,9 +73,12 @@ func TestTLS(t *testing.T) {
 			callCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			var resp *healthpb.HealthCheckResponse
-			for { // until the instance is resolved: before, calls fail fast with "no instance"
+			// Until the instance reaches the balancer, calls fail fast with
+			// "no instance" (or "no children" while the first list, empty,
+			// is being replaced).
+			for {
 				resp, err = healthpb.NewHealthClient(conn).Check(callCtx, &healthpb.HealthCheckRequest{Service: "greeter"})
-				if err == nil || !strings.Contains(err.Error(), "no instance") || callCtx.Err() != nil {
+				if err == nil || callCtx.Err() != nil || !strings.Contains(err.Error(), "no instance") && !strings.Contains(err.Error(), "no children") {
 					break
 				}
 				time.Sleep(20 * time.Millisecond) // polls etcd's arrival; no event to await from outside
