@@ -6,7 +6,6 @@ package callcost
 import (
 	"context"
 	"log/slog"
-	"net"
 	"testing"
 	"time"
 
@@ -14,8 +13,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	greeterv1 "github.com/rollcall/rollcall/api/greeter/v1"
 	"github.com/rollcall/rollcall/pkg/call"
@@ -23,6 +20,7 @@ import (
 	"github.com/rollcall/rollcall/pkg/discovery/register"
 	"github.com/rollcall/rollcall/pkg/discovery/resolve"
 	"github.com/rollcall/rollcall/pkg/etcdtest"
+	"github.com/rollcall/rollcall/pkg/serve"
 )
 
 func TestMain(m *testing.M) {
@@ -39,29 +37,24 @@ func (greeter) SayHello(_ context.Context, req *greeterv1.SayHelloRequest) (*gre
 
 func BenchmarkSayHello(b *testing.B) {
 	srv := etcdtest.Start(b)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	// The greeter served as services serve it: health, heartbeat,
+	// registration.
+	quiet := slog.New(slog.DiscardHandler)
+	s, err := serve.New(serve.Config{Listen: "127.0.0.1:0", Service: "greeter", ID: "g1", Namespace: discovery.DefaultNamespace,
+		TTL: register.DefaultTTL, StopTimeout: time.Second}, srv.Client(), quiet)
 	if err != nil {
 		b.Fatal(err)
 	}
-	s := grpc.NewServer()
 	greeterv1.RegisterGreeterServiceServer(s, greeter{})
-	hs := health.NewServer() // as pkg/serve: call's clients check it
-	hs.SetServingStatus("greeter", healthpb.HealthCheckResponse_SERVING)
-	healthpb.RegisterHealthServer(s, hs)
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(lis) }()
-	defer func() { s.Stop(); <-served }()
-	reg, err := register.New(srv.Client(), discovery.Instance{Service: "greeter", ID: "g1", Addr: lis.Addr().String()},
-		register.WithLogger(slog.New(slog.DiscardHandler)))
+	ctx, stop := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- s.Run(ctx) }()
+	defer func() { stop(); <-ran }()
+	rb, err := resolve.NewBuilder(srv.Client(), resolve.WithLogger(quiet))
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer reg.Close(context.Background())
-	rb, err := resolve.NewBuilder(srv.Client())
-	if err != nil {
-		b.Fatal(err)
-	}
-	direct, err := grpc.NewClient("passthrough:///"+lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	direct, err := grpc.NewClient("passthrough:///"+s.Instance().Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		b.Fatal(err)
 	}
