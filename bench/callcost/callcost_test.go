@@ -1,16 +1,18 @@
 // Package callcost measures what a call through rollcall's discovery and
-// balancing costs over a direct connection, for an idempotent method (with
-// retries and per-attempt timeouts) as the throughput scenario calls.
+// balancing costs, for the greeter's idempotent SayHello (with its
+// retries, hedging and stall handling armed) as the throughput scenario
+// calls it: beside a direct connection and a plain gRPC round_robin
+// connection through the same etcd resolver, to one instance and to three.
 package callcost
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
-
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -29,65 +31,99 @@ func TestMain(m *testing.M) {
 
 type greeter struct {
 	greeterv1.UnimplementedGreeterServiceServer
+	id string
 }
 
-func (greeter) SayHello(_ context.Context, req *greeterv1.SayHelloRequest) (*greeterv1.SayHelloResponse, error) {
-	return &greeterv1.SayHelloResponse{Message: "hello " + req.GetName(), InstanceId: "g1"}, nil
+func (g greeter) SayHello(_ context.Context, req *greeterv1.SayHelloRequest) (*greeterv1.SayHelloResponse, error) {
+	return &greeterv1.SayHelloResponse{Message: "hello " + req.GetName(), InstanceId: g.id}, nil
 }
 
-func BenchmarkSayHello(b *testing.B) {
-	srv := etcdtest.Start(b)
-	// The greeter served as services serve it: health, heartbeat,
-	// registration.
-	quiet := slog.New(slog.DiscardHandler)
-	s, err := serve.New(serve.Config{Listen: "127.0.0.1:0", Service: "greeter", ID: "g1", Namespace: discovery.DefaultNamespace,
-		TTL: register.DefaultTTL, StopTimeout: time.Second}, srv.Client(), quiet)
+// startGreeter serves a greeter as services serve it: health, heartbeat,
+// registration.
+func startGreeter(b *testing.B, srv *etcdtest.Server, id string) string {
+	b.Helper()
+	s, err := serve.New(serve.Config{Listen: "127.0.0.1:0", Service: "greeter", ID: id, Namespace: discovery.DefaultNamespace,
+		TTL: register.DefaultTTL, StopTimeout: time.Second},
+		srv.Client(), slog.New(slog.DiscardHandler))
 	if err != nil {
 		b.Fatal(err)
 	}
-	greeterv1.RegisterGreeterServiceServer(s, greeter{})
+	greeterv1.RegisterGreeterServiceServer(s, greeter{id: id})
 	ctx, stop := context.WithCancel(context.Background())
 	ran := make(chan error, 1)
 	go func() { ran <- s.Run(ctx) }()
-	defer func() { stop(); <-ran }()
-	rb, err := resolve.NewBuilder(srv.Client(), resolve.WithLogger(quiet))
-	if err != nil {
-		b.Fatal(err)
-	}
-	direct, err := grpc.NewClient("passthrough:///"+s.Instance().Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer direct.Close()
-	via, err := call.Dial(rb, "greeter")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer via.Close()
-	for _, bc := range []struct {
-		name string
-		conn *grpc.ClientConn
-	}{{"direct", direct}, {"rollcall", via}} {
-		b.Run(bc.name, func(b *testing.B) {
-			client := greeterv1.NewGreeterServiceClient(bc.conn)
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			if _, err := client.SayHello(ctx, &greeterv1.SayHelloRequest{Name: "bench"}, grpc.WaitForReady(true)); err != nil {
+	b.Cleanup(func() { stop(); <-ran })
+	return s.Instance().Addr
+}
+
+func BenchmarkSayHello(b *testing.B) {
+	for _, instances := range []int{1, 3} {
+		b.Run(fmt.Sprintf("instances=%d", instances), func(b *testing.B) {
+			srv := etcdtest.Start(b)
+			var addr string
+			for i := range instances {
+				addr = startGreeter(b, srv, fmt.Sprintf("g%d", i+1))
+			}
+			rb, err := resolve.NewBuilder(srv.Client(), resolve.WithLogger(slog.New(slog.DiscardHandler)))
+			if err != nil {
 				b.Fatal(err)
 			}
-			b.ReportAllocs()
-			b.SetParallelism(16)
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					cctx, ccancel := context.WithTimeout(ctx, time.Second)
-					_, err := client.SayHello(cctx, &greeterv1.SayHelloRequest{Name: "bench"})
-					ccancel()
-					if err != nil {
-						b.Error(err)
-						return
-					}
+			conns := []struct {
+				name string
+				dial func() (*grpc.ClientConn, error)
+			}{
+				{"rollcall", func() (*grpc.ClientConn, error) { return call.Dial(rb, "greeter") }},
+				{"round_robin", func() (*grpc.ClientConn, error) {
+					return grpc.NewClient(rb.Target("greeter"), grpc.WithResolvers(rb),
+						grpc.WithTransportCredentials(insecure.NewCredentials()),
+						grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`))
+				}},
+			}
+			if instances == 1 {
+				conns = append(conns, struct {
+					name string
+					dial func() (*grpc.ClientConn, error)
+				}{"direct", func() (*grpc.ClientConn, error) {
+					return grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+				}})
+			}
+			for _, bc := range conns {
+				conn, err := bc.dial()
+				if err != nil {
+					b.Fatal(err)
 				}
-			})
+				b.Run(bc.name, func(b *testing.B) { callParallel(b, greeterv1.NewGreeterServiceClient(conn), instances) })
+				conn.Close()
+			}
 		})
 	}
+}
+
+// callParallel calls SayHello from 16 goroutines per core, each call with
+// a 1 s deadline, once every instance has answered.
+func callParallel(b *testing.B, client greeterv1.GreeterServiceClient, instances int) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	seen := map[string]bool{}
+	for len(seen) < instances {
+		resp, err := client.SayHello(ctx, &greeterv1.SayHelloRequest{Name: "bench"}, grpc.WaitForReady(true))
+		if err != nil {
+			b.Fatal(err)
+		}
+		seen[resp.GetInstanceId()] = true
+	}
+	b.ReportAllocs()
+	b.SetParallelism(16)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			cctx, ccancel := context.WithTimeout(ctx, time.Second)
+			_, err := client.SayHello(cctx, &greeterv1.SayHelloRequest{Name: "bench"})
+			ccancel()
+			if err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }

@@ -19,7 +19,6 @@ import (
 	"encoding/json"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/balancer"
@@ -37,50 +36,40 @@ const (
 )
 
 func init() {
-	balancer.Register(builder{name: P2CEWMA, newPicker: newP2CPicker})
-	balancer.Register(builder{name: Weighted, newPicker: newWeightedPicker})
+	balancer.Register(builder{name: P2CEWMA, parse: parseP2CConfig, newPicker: newP2CPicker})
+	balancer.Register(builder{name: Weighted, parse: parseWeightedConfig, newPicker: newWeightedPicker})
 }
 
 // endpoint is what a picker knows of one ready instance.
 type endpoint struct {
-	picker   balancer.Picker // the instance's pick_first picker
-	weight   uint32
-	stats    *stats
-	liveness func() *liveness
+	picker balancer.Picker // the instance's pick_first picker
+	weight uint32
+	state  *addrState
+	stats  *stats // &state.stats
+	fleet  *Fleet
 }
 
-// stats are kept per address across picker updates.
-type stats struct {
-	inflight atomic.Int64
-	ewmaNs   atomic.Int64 // latency estimate (see weightDown), nanoseconds
-}
+// liveness returns the instance's heartbeat watch, nil before its
+// connection is ready.
+func (ep endpoint) liveness() *liveness { return ep.state.liveness.Load() }
 
 type builder struct {
 	name      string
-	newPicker func([]endpoint) balancer.Picker
+	parse     func(json.RawMessage) (serviceconfig.LoadBalancingConfig, error)
+	newPicker func(eps []endpoint, cfg serviceconfig.LoadBalancingConfig) balancer.Picker
 }
 
 func (b builder) Name() string { return b.name }
 
-type config struct {
-	serviceconfig.LoadBalancingConfig
-}
-
-func (builder) ParseConfig(js json.RawMessage) (serviceconfig.LoadBalancingConfig, error) {
-	return &config{}, nil
+func (b builder) ParseConfig(js json.RawMessage) (serviceconfig.LoadBalancingConfig, error) {
+	return b.parse(js)
 }
 
 func (b builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balancer.Balancer {
-	lb := &loadAware{ClientConn: cc, newPicker: b.newPicker, byAddr: map[string]*addrState{}}
+	cfg, _ := b.parse(nil) // the defaults, until the service config's arrives
+	lb := &loadAware{ClientConn: cc, builder: b, cfg: cfg, byAddr: map[string]*addrState{}}
 	lb.child = endpointsharding.NewBalancer(lb, opts, balancer.Get(pickfirst.Name).Build, endpointsharding.Options{})
 	return lb
-}
-
-// addrState is one address's stats and heartbeat watch. gRPC stops the
-// watch (closes the producer) when the subchannel changes state.
-type addrState struct {
-	stats    stats
-	liveness atomic.Pointer[liveness]
 }
 
 // loadAware runs a pick_first child per instance (endpointsharding) and
@@ -88,13 +77,21 @@ type addrState struct {
 type loadAware struct {
 	balancer.ClientConn // intercepts NewSubConn and UpdateState
 	child               balancer.Balancer
-	newPicker           func([]endpoint) balancer.Picker
+	builder             builder
+
+	fleet Fleet
 
 	mu     sync.Mutex
+	cfg    serviceconfig.LoadBalancingConfig
 	byAddr map[string]*addrState
 }
 
 func (lb *loadAware) UpdateClientConnState(s balancer.ClientConnState) error {
+	if s.BalancerConfig != nil {
+		lb.mu.Lock()
+		lb.cfg = s.BalancerConfig
+		lb.mu.Unlock()
+	}
 	return lb.child.UpdateClientConnState(balancer.ClientConnState{
 		ResolverState: pickfirst.EnableHealthListener(s.ResolverState),
 	})
@@ -133,7 +130,9 @@ func (lb *loadAware) NewSubConn(addrs []resolver.Address, opts balancer.NewSubCo
 		switch s.ConnectivityState {
 		case connectivity.Ready:
 			p, _ := sc.GetOrBuildProducer(livenessProducer)
-			st.liveness.Store(p.(*liveness))
+			l := p.(*liveness)
+			l.onStall.Store(st)
+			st.liveness.Store(l)
 		case connectivity.Shutdown:
 			lb.mu.Lock()
 			if lb.byAddr[addr] == st {
@@ -160,30 +159,45 @@ func (lb *loadAware) UpdateState(state balancer.State) {
 		}
 		st := lb.state(child.Endpoint.Addresses[0].Addr)
 		ready = append(ready, endpoint{
-			picker:   child.State.Picker,
-			weight:   weightOf(child.Endpoint),
-			stats:    &st.stats,
-			liveness: st.liveness.Load,
+			picker: child.State.Picker,
+			weight: weightOf(child.Endpoint),
+			state:  st,
+			stats:  &st.stats,
+			fleet:  &lb.fleet,
 		})
 	}
+	lb.fleet.ready.Store(int32(len(ready)))
 	if len(ready) == 0 {
 		lb.ClientConn.UpdateState(state)
 		return
 	}
-	lb.ClientConn.UpdateState(balancer.State{ConnectivityState: connectivity.Ready, Picker: lb.newPicker(ready)})
+	seed(ready)
+	lb.mu.Lock()
+	cfg := lb.cfg
+	lb.mu.Unlock()
+	lb.ClientConn.UpdateState(balancer.State{ConnectivityState: connectivity.Ready, Picker: lb.builder.newPicker(ready, cfg)})
 }
 
-// live returns the endpoints whose heartbeat has not stopped, or all of
-// them when every one has (better a stalled instance than none).
-func live(eps []endpoint, now time.Time) []endpoint {
-	stalled := func(ep endpoint) bool { l := ep.liveness(); return l != nil && l.stalled(now) }
-	first := slices.IndexFunc(eps, stalled)
-	if first < 0 {
-		return eps // the usual case: no copy
+// candidates returns the endpoints an attempt may go to: those whose
+// heartbeat has not stopped, less those the attempt avoids (a). Each
+// filter applies only while it leaves an endpoint: better a stalled or
+// avoided instance than none. The usual case copies nothing.
+func candidates(eps []endpoint, a *Attempt, now time.Duration) []endpoint {
+	out := eps
+	if slices.ContainsFunc(eps, func(ep endpoint) bool { return ep.isStalled(now) }) {
+		out = filter(eps, func(ep endpoint) bool { return !ep.isStalled(now) })
 	}
-	out := make([]endpoint, 0, len(eps)-1)
+	if a != nil && a.avoid[0] != nil {
+		out = filter(out, func(ep endpoint) bool { return !a.avoids(ep.state) })
+	}
+	return out
+}
+
+// filter returns the endpoints keep accepts, or eps if it accepts none.
+func filter(eps []endpoint, keep func(endpoint) bool) []endpoint {
+	out := make([]endpoint, 0, len(eps))
 	for _, ep := range eps {
-		if !stalled(ep) {
+		if keep(ep) {
 			out = append(out, ep)
 		}
 	}
@@ -191,4 +205,40 @@ func live(eps []endpoint, now time.Time) []endpoint {
 		return eps
 	}
 	return out
+}
+
+func (ep endpoint) isStalled(now time.Duration) bool {
+	l := ep.liveness()
+	return l != nil && l.stalled(now)
+}
+
+// track picks ep through its pick_first picker and accounts for the
+// attempt until its Done: calls in flight, and the latency or failure it
+// ends with. live is how many instances the pick chose from.
+func track(ep endpoint, info balancer.PickInfo, a *Attempt, live int, penalty time.Duration) (balancer.PickResult, error) {
+	start := time.Now()
+	res, err := ep.picker.Pick(info)
+	if err != nil {
+		return res, err
+	}
+	ep.stats.inflight.Add(1)
+	if a != nil {
+		res.Done = a.begin(ep, info, start, live, ep.fleet, res.Done, penalty)
+		return res, nil
+	}
+	st, deadline, child := ep.state, deadlineOf(info), res.Done
+	res.Done = func(di balancer.DoneInfo) {
+		rec := pickRecord{st: st, start: start, deadline: deadline, child: child, penalty: penalty}
+		rec.finish(di, notCut)
+	}
+	return res, nil
+}
+
+// deadlineOf is the caller's deadline, zero if none.
+func deadlineOf(info balancer.PickInfo) time.Time {
+	if info.Ctx == nil {
+		return time.Time{}
+	}
+	d, _ := info.Ctx.Deadline()
+	return d
 }

@@ -23,6 +23,12 @@ const (
 	stallAfter = 4 * LivenessInterval
 )
 
+// epoch anchors heartbeat ages to the monotonic clock: a step of the wall
+// clock (NTP) must not make every instance look stalled.
+var epoch = time.Now()
+
+func sinceEpoch() time.Duration { return time.Since(epoch) }
+
 // liveness is a subchannel producer that watches the heartbeat. gRPC
 // closes producers whenever the subchannel changes state, so one lives
 // only as long as a connection.
@@ -31,7 +37,12 @@ type liveness struct {
 	// it sends heartbeats (a server without rollcall's health service
 	// answers SERVICE_UNKNOWN once and then nothing).
 	beating atomic.Bool
-	last    atomic.Int64 // unix nanos of the last heartbeat
+	last    atomic.Int64 // sinceEpoch at the last heartbeat
+	// onStall is told when a heartbeat is overdue, so that the attempts
+	// in flight on the instance can be cut at once.
+	onStall atomic.Pointer[addrState]
+	timer   *time.Timer
+	armedAt atomic.Int64 // sinceEpoch when timer was last set
 	cancel  context.CancelFunc
 	done    chan struct{}
 }
@@ -46,9 +57,17 @@ func (livenessBuilder) Build(cci any) (balancer.Producer, func()) {
 	cc := cci.(grpc.ClientConnInterface)
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &liveness{cancel: cancel, done: make(chan struct{})}
+	l.timer = time.AfterFunc(time.Hour, l.overdue)
+	l.timer.Stop()
 	go l.run(ctx, healthpb.NewHealthClient(cc))
 	var once sync.Once
-	return l, func() { once.Do(func() { cancel(); <-l.done }) }
+	return l, func() {
+		once.Do(func() {
+			cancel()
+			<-l.done
+			l.timer.Stop()
+		})
+	}
 }
 
 func (l *liveness) run(ctx context.Context, client healthpb.HealthClient) {
@@ -61,22 +80,49 @@ func (l *liveness) run(ctx context.Context, client healthpb.HealthClient) {
 				if err != nil {
 					break
 				}
-				l.last.Store(time.Now().UnixNano())
+				l.last.Store(int64(sinceEpoch()))
 				if resp.GetStatus() != healthpb.HealthCheckResponse_SERVICE_UNKNOWN {
 					l.beating.Store(true)
 				}
+				if l.beating.Load() && ctx.Err() == nil {
+					l.arm(stallAfter)
+				}
 			}
 		}
-		select { // the subchannel is not ready yet, or the server went away
+		l.timer.Stop() // no stream, no heartbeat to wait for
+		select {       // the subchannel is not ready yet, or the server went away
 		case <-ctx.Done():
 		case <-time.After(LivenessInterval):
 		}
 	}
 }
 
+func (l *liveness) arm(d time.Duration) {
+	l.armedAt.Store(int64(sinceEpoch() + d))
+	l.timer.Reset(d)
+}
+
+// overdue runs when no heartbeat came for stallAfter. A timer that fires
+// much later than it was set for says the client itself was paused (GC,
+// CPU starvation): the heartbeats may be waiting to be read, so it waits
+// one interval more rather than call the instance stalled.
+func (l *liveness) overdue() {
+	now := sinceEpoch()
+	if late := now - time.Duration(l.armedAt.Load()); late > LivenessInterval {
+		l.arm(LivenessInterval)
+		return
+	}
+	if !l.stalled(now) {
+		return
+	}
+	if st := l.onStall.Load(); st != nil {
+		st.stalledNow()
+	}
+}
+
 // stalled reports whether a server that sends heartbeats has sent none
 // for stallAfter. A server without them (not rollcall's) is never called
 // stalled.
-func (l *liveness) stalled(now time.Time) bool {
-	return l.beating.Load() && now.Sub(time.Unix(0, l.last.Load())) > stallAfter
+func (l *liveness) stalled(now time.Duration) bool {
+	return l.beating.Load() && now-time.Duration(l.last.Load()) > stallAfter
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"google.golang.org/grpc/balancer"
+	"google.golang.org/grpc/serviceconfig"
 )
 
 // readyPicker stands for an instance's pick_first picker, which returns
@@ -21,15 +22,16 @@ func (readyPicker) Pick(balancer.PickInfo) (balancer.PickResult, error) {
 func BenchmarkPick(b *testing.B) {
 	for _, policy := range []struct {
 		name string
-		new  func([]endpoint) balancer.Picker
+		new  func([]endpoint, serviceconfig.LoadBalancingConfig) balancer.Picker
 	}{{P2CEWMA, newP2CPicker}, {Weighted, newWeightedPicker}} {
 		for _, n := range []int{3, 100} {
 			b.Run(fmt.Sprintf("%s/instances=%d", policy.name, n), func(b *testing.B) {
 				eps := make([]endpoint, n)
 				for i := range eps {
-					eps[i] = endpoint{picker: readyPicker{}, weight: uint32(1 + i%3), stats: &stats{}, liveness: func() *liveness { return nil }}
+					st := &addrState{}
+					eps[i] = endpoint{picker: readyPicker{}, weight: uint32(1 + i%3), state: st, stats: &st.stats}
 				}
-				p := policy.new(eps)
+				p := policy.new(eps, nil)
 				b.ReportAllocs()
 				for b.Loop() {
 					res, err := p.Pick(balancer.PickInfo{})

@@ -6,46 +6,62 @@ import (
 
 	"google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/serviceconfig"
 
 	"github.com/rollcall/rollcall/pkg/discovery/resolve"
 )
 
 // weightedPicker is smooth weighted round robin (as in nginx): over any
-// run of total-weight picks, each instance gets exactly its weight, spread
-// evenly rather than in bursts.
+// run of total-weight picks, each candidate gets exactly its weight,
+// spread evenly rather than in bursts. Stalled instances sit out; when
+// every instance is stalled, all of them take turns.
 type weightedPicker struct {
 	mu      sync.Mutex
 	eps     []endpoint
 	current []int64
+	penalty time.Duration
 }
 
-func newWeightedPicker(eps []endpoint) balancer.Picker {
-	return &weightedPicker{eps: eps, current: make([]int64, len(eps))}
+func newWeightedPicker(eps []endpoint, cfg serviceconfig.LoadBalancingConfig) balancer.Picker {
+	penalty := time.Duration(defaultPenalty)
+	if c, ok := cfg.(*WeightedConfig); ok {
+		penalty = time.Duration(c.FailurePenalty)
+	}
+	return &weightedPicker{eps: eps, current: make([]int64, len(eps)), penalty: penalty}
 }
 
 func (p *weightedPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
-	now := time.Now()
+	a := attemptFrom(info.Ctx)
+	now := sinceEpoch()
+	// The widest choice that leaves a candidate: live and not avoided,
+	// then live, then every instance.
+	eligible := []func(endpoint) bool{
+		func(ep endpoint) bool { return !ep.isStalled(now) && (a == nil || !a.avoids(ep.state)) },
+		func(ep endpoint) bool { return !ep.isStalled(now) },
+		func(endpoint) bool { return true },
+	}
 	p.mu.Lock()
-	best, total := -1, int64(0)
-	for i, ep := range p.eps {
-		if l := ep.liveness(); l != nil && l.stalled(now) {
-			continue
+	best, n := -1, 0
+	for _, ok := range eligible {
+		total := int64(0)
+		for i, ep := range p.eps {
+			if !ok(ep) {
+				continue
+			}
+			n++
+			p.current[i] += int64(ep.weight)
+			total += int64(ep.weight)
+			if best < 0 || p.current[i] > p.current[best] {
+				best = i
+			}
 		}
-		w := int64(ep.weight)
-		p.current[i] += w
-		total += w
-		if best < 0 || p.current[i] > p.current[best] {
-			best = i
+		if best >= 0 {
+			p.current[best] -= total
+			break
 		}
 	}
-	if best < 0 { // every instance stalled: fall back to the first
-		best = 0
-	} else {
-		p.current[best] -= total
-	}
-	ep := p.eps[best]
 	p.mu.Unlock()
-	return track(ep, info, now)
+	return track(p.eps[best], info, a, n, p.penalty)
 }
 
 // weightOf is the weight an instance registered, 1 when it set none.

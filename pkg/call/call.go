@@ -1,26 +1,43 @@
 // Package call dials a service by name through etcd with rollcall's
 // defaults: per-call load-aware balancing over healthy instances
-// (balance.P2CEWMA), retries of idempotent methods on another instance,
-// also when an attempt gets no answer, keepalive, and a deadline on every
-// call.
+// (balance.P2CEWMA), keepalive, a deadline on every call, and for the
+// methods a proto marks idempotent, retries on another instance, hedging,
+// and cutting attempts whose instance stalled, all within one retry budget.
+//
+// Every attempt of a call has the caller's whole deadline: no attempt is
+// shortened, so a method that takes most of its deadline succeeds as it
+// would on a plain connection. A call makes at most MaxAttempts attempts:
+//
+//   - after UNAVAILABLE (the instance died, refused or is unreachable), the
+//     call is tried again on another instance;
+//   - when no answer has come after the hedge delay (the method's recent
+//     HedgeQuantile latency, at least MinHedgeDelay, or WithHedgeDelay's),
+//     one more attempt goes to another instance, if it can still answer
+//     in time; the first answer wins and the other attempt is cancelled;
+//   - when an instance stops sending heartbeats (a stopped process, a
+//     stuck host), attempts in flight on it are cancelled and tried again
+//     elsewhere at once, with the time left.
+//
+// Every attempt after a call's first, of any kind, takes a token from the
+// connection's retry budget: at most DefaultBudgetRatio of the calls of
+// the last ten seconds plus DefaultBudgetPerSecond a second. Without a
+// token no extra attempt is sent, and a stalled attempt is left to wait
+// as it would on a plain connection. gRPC's own retry policy is not used
+// (it would multiply with these, outside the budget); grpc-go implements
+// no hedging policy, so hedging here is rollcall's own.
 package call
 
 import (
-	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
-	"slices"
-	"strings"
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	_ "google.golang.org/grpc/health" // client-side health checking
 	"google.golang.org/grpc/keepalive"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/descriptorpb"
@@ -45,12 +62,17 @@ const DefaultPolicy = balance.P2CEWMA
 type Option func(*options)
 
 type options struct {
-	policy        string
-	serviceConfig string
-	timeout       time.Duration
-	creds         credentials.TransportCredentials
-	tls           tlsfiles.Files
-	dialOpts      []grpc.DialOption
+	policy          string
+	serviceConfig   string
+	timeout         time.Duration
+	creds           credentials.TransportCredentials
+	tls             tlsfiles.Files
+	dialOpts        []grpc.DialOption
+	hedging         bool
+	hedgeDelays     map[string]time.Duration
+	budgetRatio     float64
+	budgetPerSecond float64
+	observer        Observer
 }
 
 // WithPolicy sets the balancing policy of the default service config:
@@ -86,7 +108,36 @@ func RegisterTLSFlags(f *tlsfiles.Files, fs *flag.FlagSet, env map[string]string
 	env["call-tls-ca"], env["call-tls-cert"], env["call-tls-key"] = "CALL_TLS_CA", "CALL_TLS_CERT", "CALL_TLS_KEY"
 }
 
+// WithHedgeDelay fixes the hedge delay of one idempotent method, named
+// "/package.Service/Method"; 0 turns hedging off for it. Methods not
+// named adapt their delay to their recent latencies.
+func WithHedgeDelay(method string, d time.Duration) Option {
+	return func(o *options) {
+		if o.hedgeDelays == nil {
+			o.hedgeDelays = map[string]time.Duration{}
+		}
+		o.hedgeDelays[method] = max(d, 0)
+	}
+}
+
+// WithoutHedging turns hedging off for every method not named by
+// WithHedgeDelay.
+func WithoutHedging() Option { return func(o *options) { o.hedging = false } }
+
+// WithRetryBudget sets the connection's retry budget: extra attempts at
+// most ratio times the calls of the last ten seconds, plus perSecond for
+// each of those seconds. Both 0: no extra attempt at all.
+func WithRetryBudget(ratio, perSecond float64) Option {
+	return func(o *options) { o.budgetRatio, o.budgetPerSecond = max(ratio, 0), max(perSecond, 0) }
+}
+
+// WithObserver has the attempts machinery report to obs (extra attempts,
+// refusals, the budget).
+func WithObserver(obs Observer) Option { return func(o *options) { o.observer = obs } }
+
 // WithDialOptions adds gRPC dial options after rollcall's, so they win.
+// Interceptors added here see each call once, whatever attempts rollcall
+// makes below them; stats handlers see each attempt.
 func WithDialOptions(opts ...grpc.DialOption) Option {
 	return func(o *options) { o.dialOpts = append(o.dialOpts, opts...) }
 }
@@ -97,7 +148,8 @@ func Dial(rb *resolve.Builder, service string, opts ...Option) (*grpc.ClientConn
 	if err := discovery.ValidateService(service); err != nil {
 		return nil, err
 	}
-	o := options{policy: DefaultPolicy, timeout: DefaultTimeout, creds: insecure.NewCredentials()}
+	o := options{policy: DefaultPolicy, timeout: DefaultTimeout, creds: insecure.NewCredentials(), hedging: true,
+		budgetRatio: DefaultBudgetRatio, budgetPerSecond: DefaultBudgetPerSecond, observer: noObserver{}}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -118,9 +170,11 @@ func Dial(rb *resolve.Builder, service string, opts ...Option) (*grpc.ClientConn
 		// Addresses come from etcd: never send them through $HTTPS_PROXY.
 		grpc.WithNoProxy(),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 20 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
-		grpc.WithChainUnaryInterceptor(unary(o.timeout, idempotentMethods(), rb)),
-		grpc.WithChainStreamInterceptor(rb.StreamClientInterceptor()),
 	}, o.dialOpts...)
+	// Innermost, after the caller's interceptors: they see a call once.
+	dialOpts = append(dialOpts,
+		grpc.WithChainUnaryInterceptor(newCaller(service, &o, rb).unary),
+		grpc.WithChainStreamInterceptor(rb.StreamClientInterceptor()))
 	conn, err := grpc.NewClient(rb.Target(service), dialOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", service, err)
@@ -128,93 +182,16 @@ func Dial(rb *resolve.Builder, service string, opts ...Option) (*grpc.ClientConn
 	return conn, nil
 }
 
-// Attempts of an idempotent call: each gets a third of the time left, so
-// a call sent to an instance that stopped answering (SIGSTOP, a stuck
-// host) is tried again elsewhere before its deadline. gRPC's retry policy
-// covers failures; it has no per-attempt timeout for silence.
-const maxAttempts = 3
-
-// unary gives a call without a deadline the default one, runs calls of
-// idempotent methods in attempts, and names the service when no instance
-// of it is registered. One interceptor rather than a chain of three: every
-// link of a chain costs each call a closure.
-func unary(timeout time.Duration, idempotent map[string]bool, rb *resolve.Builder) grpc.UnaryClientInterceptor {
-	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-		deadline, ok := ctx.Deadline()
-		if !ok && timeout > 0 {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, timeout)
-			defer cancel()
-			deadline, ok = ctx.Deadline()
-		}
-		if !ok || !idempotent[method] {
-			return rb.Explain(cc, invoker(ctx, method, req, reply, cc, opts...))
-		}
-		for range maxAttempts - 1 {
-			now := time.Now()
-			actx, cancel := context.WithDeadline(ctx, now.Add(deadline.Sub(now)/3))
-			err := invoker(actx, method, req, reply, cc, opts...)
-			cancel()
-			if status.Code(err) != codes.DeadlineExceeded || ctx.Err() != nil {
-				return rb.Explain(cc, err)
-			}
-		}
-		return rb.Explain(cc, invoker(ctx, method, req, reply, cc, opts...))
-	}
-}
-
 // ServiceConfig returns rollcall's default service config for service:
-//
-//   - policy per call (DefaultPolicy unless set) over instances whose
-//     health service reports service SERVING (serve marks them so, and
-//     NOT_SERVING when they stop);
-//   - calls of idempotent methods (proto option idempotency_level
-//     NO_SIDE_EFFECTS or IDEMPOTENT, in any linked proto package) retried
-//     on UNAVAILABLE, so an instance killed mid-call costs no call;
-//   - retry throttling that lets a burst of such retries through.
+// policy per call (DefaultPolicy unless set) over instances whose health
+// service reports service SERVING (serve marks them so, and NOT_SERVING
+// when they stop). It has no retry policy: retries, hedges and cut
+// attempts are Dial's interceptor's, within one budget (see the package
+// doc).
 func ServiceConfig(service, policy string) string {
-	type name struct {
-		Service string `json:"service"`
-		Method  string `json:"method,omitempty"`
-	}
-	type retryPolicy struct {
-		MaxAttempts          int      `json:"maxAttempts"`
-		InitialBackoff       string   `json:"initialBackoff"`
-		MaxBackoff           string   `json:"maxBackoff"`
-		BackoffMultiplier    float64  `json:"backoffMultiplier"`
-		RetryableStatusCodes []string `json:"retryableStatusCodes"`
-	}
-	type methodConfig struct {
-		Name        []name       `json:"name"`
-		RetryPolicy *retryPolicy `json:"retryPolicy,omitempty"`
-	}
-	var idempotent []name
-	for full := range idempotentMethods() {
-		svc, method, _ := strings.Cut(strings.TrimPrefix(full, "/"), "/")
-		idempotent = append(idempotent, name{Service: svc, Method: method})
-	}
-	slices.SortFunc(idempotent, func(a, b name) int {
-		if a.Service != b.Service {
-			return strings.Compare(a.Service, b.Service)
-		}
-		return strings.Compare(a.Method, b.Method)
-	})
 	cfg := map[string]any{
 		"loadBalancingConfig": []any{map[string]any{policy: map[string]any{}}},
 		"healthCheckConfig":   map[string]any{"serviceName": service},
-		// Tokens drop by 1 per failed attempt and retries stop below half:
-		// 500 lets a burst of 250 failures retry, far above what one
-		// instance has in flight.
-		"retryThrottling": map[string]any{"maxTokens": 500, "tokenRatio": 0.1},
-	}
-	if len(idempotent) > 0 {
-		cfg["methodConfig"] = []methodConfig{{
-			Name: idempotent,
-			RetryPolicy: &retryPolicy{
-				MaxAttempts: 4, InitialBackoff: "0.01s", MaxBackoff: "0.1s", BackoffMultiplier: 2,
-				RetryableStatusCodes: []string{"UNAVAILABLE"},
-			},
-		}}
 	}
 	out, err := json.Marshal(cfg)
 	if err != nil {

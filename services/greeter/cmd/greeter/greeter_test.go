@@ -38,6 +38,23 @@ var buildGreeter = sync.OnceValues(func() (string, error) {
 	return bin, nil
 })
 
+// cleanEnv is the test's environment without the variables a greeter
+// reads, so that a developer's settings do not leak into the processes a
+// test starts.
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		if !slices.ContainsFunc(greeterEnvPrefixes, func(p string) bool { return strings.HasPrefix(name, p) }) {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+var greeterEnvPrefixes = []string{"ETCD_", "OTEL_", "GREETER_", "INSTANCE_", "REGISTER_", "DISCOVERY_", "TLS_", "METRICS_",
+	"LOG_", "LISTEN_ADDR", "ADVERTISE_ADDR", "SERVICE_NAME", "DRAIN_", "STOP_"}
+
 // greeter is one greeter process.
 type greeter struct {
 	id     string
@@ -54,6 +71,7 @@ func startGreeter(t *testing.T, etcd, id string, extra ...string) *greeter {
 	}
 	args := append([]string{"-listen", "127.0.0.1:0", "-id", id, "-etcd-endpoints", etcd, "-log-format", "text"}, extra...)
 	cmd := exec.Command(bin, args...)
+	cmd.Env = cleanEnv()
 	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
 	if testing.Verbose() {
 		cmd.Stderr = os.Stderr
@@ -309,7 +327,7 @@ func TestBadFlagStopsAtStartNamingIt(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(strings.Join(append(tt.args, tt.env), " "), func(t *testing.T) {
 			cmd := exec.Command(bin, tt.args...)
-			cmd.Env = append(os.Environ(), tt.env)
+			cmd.Env = append(cleanEnv(), tt.env)
 			out, err := cmd.CombinedOutput()
 			var exit *exec.ExitError
 			if !errors.As(err, &exit) || exit.ExitCode() != 2 {

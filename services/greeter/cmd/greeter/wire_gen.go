@@ -33,9 +33,9 @@ func wireApp(configConfig *config.Config, logger *slog.Logger) (*app, func(), er
 		return nil, nil, err
 	}
 	instance := server.Instance(serveServer)
-	latency := server.Latency(configConfig)
-	greeter := service.NewGreeter(instance, latency)
-	mainApp := newApp(serveServer, greeter)
+	faults := server.Faults(configConfig)
+	greeter := service.NewGreeter(instance, faults)
+	mainApp := newApp(serveServer, greeter, logger)
 	return mainApp, func() {
 		cleanup3()
 		cleanup2()

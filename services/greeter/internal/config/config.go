@@ -7,23 +7,27 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
-	"time"
+
+	"google.golang.org/grpc/codes"
 
 	"github.com/rollcall/rollcall/pkg/discovery"
 	"github.com/rollcall/rollcall/pkg/flagenv"
 	"github.com/rollcall/rollcall/pkg/logs"
 	"github.com/rollcall/rollcall/pkg/serve"
 	"github.com/rollcall/rollcall/pkg/telemetry"
+	"github.com/rollcall/rollcall/services/greeter/internal/service"
 )
 
 // Config is everything the greeter reads at start.
 type Config struct {
 	Serve serve.Config
 	Etcd  discovery.EtcdConfig
-	// Latency is an artificial delay in every answer, for demos and
-	// benchmarks; 0 (the default) answers at once.
-	Latency   time.Duration
+	// Faults are artificial misbehaviours for demos and benchmarks: a
+	// delay in every answer, a share of calls failed with a code. None by
+	// default.
+	Faults    service.Faults
 	Log       logs.Config
 	Telemetry telemetry.Config
 }
@@ -36,10 +40,12 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (*Config, 
 	}
 	fs := flag.NewFlagSet("greeter", flag.ContinueOnError)
 	fs.SetOutput(usage)
-	env := map[string]string{"latency": "GREETER_LATENCY"}
+	env := map[string]string{"latency": "GREETER_LATENCY", "fail-rate": "GREETER_FAIL_RATE", "fail-code": "GREETER_FAIL_CODE"}
 	c.Serve.RegisterFlags(fs, env)
 	c.Etcd.RegisterFlags(fs, env)
-	fs.DurationVar(&c.Latency, "latency", 0, "artificial delay in every answer")
+	fs.DurationVar(&c.Faults.Latency, "latency", 0, "artificial delay in every answer")
+	fs.Float64Var(&c.Faults.FailRate, "fail-rate", 0, "share of SayHello calls to fail with -fail-code, 0 to 1")
+	failCode := fs.String("fail-code", "INTERNAL", "gRPC code of the failures -fail-rate injects (NOT_FOUND, UNAVAILABLE, ...)")
 	c.Log.RegisterFlags(fs, env)
 	c.Telemetry.RegisterFlags(fs, env)
 	if err := flagenv.Parse(fs, env, args, getenv); err != nil {
@@ -48,8 +54,14 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (*Config, 
 	c.Telemetry.ServiceName = c.Serve.Service
 	var errs []error
 	errs = append(errs, c.Serve.Validate(), c.Etcd.Validate(), c.Telemetry.Validate())
-	if c.Latency < 0 {
-		errs = append(errs, fmt.Errorf("invalid latency %v: want >= 0", c.Latency))
+	if c.Faults.Latency < 0 {
+		errs = append(errs, fmt.Errorf("invalid latency %v: want >= 0", c.Faults.Latency))
+	}
+	if !(c.Faults.FailRate >= 0 && c.Faults.FailRate <= 1) {
+		errs = append(errs, fmt.Errorf("invalid fail-rate %v: want 0 to 1", c.Faults.FailRate))
+	}
+	if err := c.Faults.FailCode.UnmarshalJSON([]byte(strconv.Quote(*failCode))); err != nil || c.Faults.FailCode == codes.OK {
+		errs = append(errs, fmt.Errorf("invalid fail-code %q: want a gRPC code other than OK, like NOT_FOUND", *failCode))
 	}
 	if err := errors.Join(errs...); err != nil {
 		// One line: a process that will not start says why in one place.

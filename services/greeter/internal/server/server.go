@@ -16,7 +16,7 @@ import (
 )
 
 // ProviderSet is the server layer's providers.
-var ProviderSet = wire.NewSet(NewTelemetry, NewEtcdClient, NewGRPCServer, Instance, Latency)
+var ProviderSet = wire.NewSet(NewTelemetry, NewEtcdClient, NewGRPCServer, Instance, Faults)
 
 // NewTelemetry serves metrics and traces calls as configured (each off
 // unless set); the cleanup stops the metrics server and flushes spans.
@@ -48,5 +48,5 @@ func NewGRPCServer(cfg *config.Config, etcd *clientv3.Client, log *slog.Logger, 
 // Instance is what the server registers: the greeter names it in answers.
 func Instance(s *serve.Server) discovery.Instance { return s.Instance() }
 
-// Latency is the configured artificial delay.
-func Latency(cfg *config.Config) service.Latency { return service.Latency(cfg.Latency) }
+// Faults are the configured artificial misbehaviours.
+func Faults(cfg *config.Config) service.Faults { return cfg.Faults }

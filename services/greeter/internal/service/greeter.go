@@ -5,6 +5,8 @@ package service
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/wire"
@@ -24,25 +26,44 @@ const MaxStreamCount = 100
 // Greeter answers greetings, naming the instance that answered.
 type Greeter struct {
 	greeterv1.UnimplementedGreeterServiceServer
-	self    string // "<id> (<addr>)"
-	id      string
-	latency time.Duration
+	self   string // "<id> (<addr>)"
+	id     string
+	faults Faults
+	outage atomic.Bool
 }
 
 var _ greeterv1.GreeterServiceServer = (*Greeter)(nil)
 
-// Latency is the artificial delay of every answer.
-type Latency time.Duration
-
-// NewGreeter returns a Greeter that answers as inst after latency.
-func NewGreeter(inst discovery.Instance, latency Latency) *Greeter {
-	return &Greeter{self: fmt.Sprintf("%s (%s)", inst.ID, inst.Addr), id: inst.ID, latency: time.Duration(latency)}
+// Faults are the artificial misbehaviours of a demo or benchmark
+// instance; the zero value has none.
+type Faults struct {
+	// Latency delays every answer.
+	Latency time.Duration
+	// FailRate is the share of SayHello calls answered with FailCode
+	// (after Latency, as an application's error would be).
+	FailRate float64
+	FailCode codes.Code
 }
+
+// NewGreeter returns a Greeter that answers as inst, with faults.
+func NewGreeter(inst discovery.Instance, faults Faults) *Greeter {
+	return &Greeter{self: fmt.Sprintf("%s (%s)", inst.ID, inst.Addr), id: inst.ID, faults: faults}
+}
+
+// SetOutage makes every SayHello call fail with UNAVAILABLE while on, as
+// an instance that lost a dependency would: for failure drills.
+func (g *Greeter) SetOutage(on bool) { g.outage.Store(on) }
 
 // SayHello answers "Hello <name> from <instance>".
 func (g *Greeter) SayHello(ctx context.Context, req *greeterv1.SayHelloRequest) (*greeterv1.SayHelloResponse, error) {
+	if g.outage.Load() {
+		return nil, status.Error(codes.Unavailable, "outage drill: every call fails")
+	}
 	if err := g.wait(ctx); err != nil {
 		return nil, err
+	}
+	if g.faults.FailRate > 0 && rand.Float64() < g.faults.FailRate {
+		return nil, status.Errorf(g.faults.FailCode, "injected failure (fail-rate %v)", g.faults.FailRate)
 	}
 	return &greeterv1.SayHelloResponse{Message: g.greet(req.GetName()), InstanceId: g.id}, nil
 }
@@ -71,10 +92,10 @@ func (g *Greeter) greet(name string) string {
 }
 
 func (g *Greeter) wait(ctx context.Context) error {
-	if g.latency <= 0 {
+	if g.faults.Latency <= 0 {
 		return nil
 	}
-	t := time.NewTimer(g.latency)
+	t := time.NewTimer(g.faults.Latency)
 	defer t.Stop()
 	select {
 	case <-t.C:

@@ -1,0 +1,167 @@
+package balance
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc/balancer"
+)
+
+// MaxAvoid is how many instances one attempt can be asked to avoid.
+const MaxAvoid = 2
+
+// A Fleet is what one balancer knows of its instances now.
+type Fleet struct{ ready atomic.Int32 }
+
+// Ready is how many instances have a ready connection.
+func (f *Fleet) Ready() int { return int(f.ready.Load()) }
+
+// An Attempt is one attempt of a call, shared by the caller (package call)
+// and rollcall's pickers through the attempt's context (WithAttempt). The
+// caller says which instances to avoid and what to do when the instance
+// stalls; the picker records which instance it chose. Without an Attempt
+// a call is balanced the same way.
+//
+// An Attempt may be reused (Reset) once the attempt has finished.
+type Attempt struct {
+	// OnStall, when set, is called when the instance this attempt is in
+	// flight on stops sending heartbeats. It returns whether it cancelled
+	// the attempt (the instance is then charged with a failure). It runs
+	// on the heartbeat watch's goroutine and must not block.
+	OnStall func(*Attempt) bool
+
+	rec    pickRecord
+	avoid  [MaxAvoid]*addrState
+	picked atomic.Pointer[addrState]
+	fleet  atomic.Pointer[Fleet]
+	live   atomic.Int32
+	cut    atomic.Int32
+	next   *Attempt // in picked's list of cuttable attempts
+	prev   *Attempt
+	done   func(balancer.DoneInfo) // a.finish, bound once
+}
+
+type attemptKey struct{}
+
+// WithAttempt returns ctx carrying a, for the pick of one attempt.
+func WithAttempt(ctx context.Context, a *Attempt) context.Context {
+	return context.WithValue(ctx, attemptKey{}, a)
+}
+
+func attemptFrom(ctx context.Context) *Attempt {
+	if ctx == nil {
+		return nil
+	}
+	a, _ := ctx.Value(attemptKey{}).(*Attempt)
+	return a
+}
+
+// Reset clears a for another attempt; OnStall and the bound callback stay.
+func (a *Attempt) Reset() {
+	a.rec = pickRecord{}
+	a.avoid = [MaxAvoid]*addrState{}
+	a.picked.Store(nil)
+	a.live.Store(0)
+	a.cut.Store(int32(notCut))
+}
+
+// Avoid makes a's pick avoid the instance that attempt b was sent to, as
+// long as another live instance is left.
+func (a *Attempt) Avoid(b *Attempt) {
+	st := b.picked.Load()
+	if st == nil {
+		return
+	}
+	for i, s := range a.avoid {
+		if s == nil || s == st {
+			a.avoid[i] = st
+			return
+		}
+	}
+}
+
+// Picked reports whether the attempt was sent to an instance.
+func (a *Attempt) Picked() bool { return a.picked.Load() != nil }
+
+// Fleet is what the balancer that picked the attempt knows of its
+// instances, nil before any pick by a rollcall policy.
+func (a *Attempt) Fleet() *Fleet { return a.fleet.Load() }
+
+// Live is how many live instances the picker chose from at the attempt's
+// last pick: 0 before any pick.
+func (a *Attempt) Live() int { return int(a.live.Load()) }
+
+// Lost marks the attempt as cut because another attempt of the call
+// answered first: its time so far counts as a floor of its latency.
+func (a *Attempt) Lost() { a.cut.Store(int32(lost)) }
+
+func (a *Attempt) avoids(st *addrState) bool {
+	for _, s := range a.avoid {
+		if s == st {
+			return true
+		}
+	}
+	return false
+}
+
+// begin records a pick of ep for a and returns the Done callback.
+func (a *Attempt) begin(ep endpoint, info balancer.PickInfo, start time.Time, live int, fleet *Fleet, child func(balancer.DoneInfo), penalty time.Duration) func(balancer.DoneInfo) {
+	a.fleet.Store(fleet)
+	a.rec = pickRecord{st: ep.state, start: start, deadline: deadlineOf(info), child: child, penalty: penalty}
+	a.picked.Store(ep.state)
+	a.live.Store(int32(live))
+	if a.OnStall != nil {
+		ep.state.add(a)
+	}
+	if a.done == nil {
+		a.done = a.finish
+	}
+	return a.done
+}
+
+func (a *Attempt) finish(di balancer.DoneInfo) {
+	st := a.rec.st
+	if a.OnStall != nil {
+		st.remove(a)
+	}
+	a.rec.finish(di, cut(a.cut.Load()))
+}
+
+// add links a into the attempts in flight on st.
+func (st *addrState) add(a *Attempt) {
+	st.mu.Lock()
+	a.prev, a.next = nil, st.inflight
+	if st.inflight != nil {
+		st.inflight.prev = a
+	}
+	st.inflight = a
+	st.mu.Unlock()
+}
+
+func (st *addrState) remove(a *Attempt) {
+	st.mu.Lock()
+	if a.prev != nil {
+		a.prev.next = a.next
+	} else if st.inflight == a {
+		st.inflight = a.next
+	}
+	if a.next != nil {
+		a.next.prev = a.prev
+	}
+	a.prev, a.next = nil, nil
+	st.mu.Unlock()
+}
+
+// stalledNow offers every attempt in flight on st to its caller to cut.
+// The lock is held throughout, so an attempt cannot finish (and be
+// reused) while its OnStall runs.
+func (st *addrState) stalledNow() {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for a := st.inflight; a != nil; a = a.next {
+		if a.OnStall(a) {
+			a.cut.Store(int32(stalled))
+		}
+	}
+}

@@ -1,0 +1,115 @@
+package balance
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"google.golang.org/grpc/serviceconfig"
+)
+
+// P2CConfig is rollcall_p2c_ewma's configuration, its JSON fields in the
+// service config:
+//
+//	{"loadBalancingConfig":[{"rollcall_p2c_ewma":{"slowFactor":2,"failurePenalty":"1s","exploreShare":0.005}}]}
+//
+// A field left out takes its default.
+type P2CConfig struct {
+	serviceconfig.LoadBalancingConfig `json:"-"`
+
+	// SlowFactor: of the two instances drawn, the first loses to the
+	// second when its cost (latency estimate x calls in flight per unit
+	// of weight) is more than SlowFactor times the second's. Closer than
+	// that, they count as equal and the registered weights decide.
+	// Default 2; at least 1.
+	SlowFactor float64 `json:"slowFactor"`
+	// FailurePenalty is the latency a failure of the instance counts as
+	// (UNAVAILABLE, RESOURCE_EXHAUSTED, running out of time on its own, a
+	// stall), when it took less. Default 1s; 1ms to 1m.
+	FailurePenalty Duration `json:"failurePenalty"`
+	// ExploreShare is the share of picks that skip the comparison, so an
+	// instance that was slow keeps being sampled and is noticed when it
+	// recovers. Default 0.005; 0 to 0.5.
+	ExploreShare float64 `json:"exploreShare"`
+}
+
+// WeightedConfig is rollcall_weighted's configuration: it has only the
+// failure penalty, which feeds the latency figures the policy keeps.
+type WeightedConfig struct {
+	serviceconfig.LoadBalancingConfig `json:"-"`
+
+	// FailurePenalty: as in P2CConfig.
+	FailurePenalty Duration `json:"failurePenalty"`
+}
+
+// Duration is a time.Duration written in JSON as a string ("1s", "250ms").
+type Duration time.Duration
+
+// UnmarshalJSON reads a duration string.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("%s is not a duration string like \"1s\"", b)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a duration: %w", s, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalJSON writes a duration string.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+const defaultPenalty = Duration(time.Second)
+
+func parseP2CConfig(js json.RawMessage) (serviceconfig.LoadBalancingConfig, error) {
+	cfg := &P2CConfig{SlowFactor: 2, FailurePenalty: defaultPenalty, ExploreShare: 0.005}
+	if err := decodeStrict(P2CEWMA, js, cfg); err != nil {
+		return nil, err
+	}
+	switch {
+	case cfg.SlowFactor < 1 || cfg.SlowFactor > 1000:
+		return nil, fmt.Errorf("%s: slowFactor %v: want 1 to 1000", P2CEWMA, cfg.SlowFactor)
+	case cfg.ExploreShare < 0 || cfg.ExploreShare > 0.5:
+		return nil, fmt.Errorf("%s: exploreShare %v: want 0 to 0.5", P2CEWMA, cfg.ExploreShare)
+	}
+	if err := checkPenalty(P2CEWMA, cfg.FailurePenalty); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func parseWeightedConfig(js json.RawMessage) (serviceconfig.LoadBalancingConfig, error) {
+	cfg := &WeightedConfig{FailurePenalty: defaultPenalty}
+	if err := decodeStrict(Weighted, js, cfg); err != nil {
+		return nil, err
+	}
+	if err := checkPenalty(Weighted, cfg.FailurePenalty); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func checkPenalty(policy string, d Duration) error {
+	if d < Duration(time.Millisecond) || d > Duration(time.Minute) {
+		return fmt.Errorf("%s: failurePenalty %v: want 1ms to 1m", policy, time.Duration(d))
+	}
+	return nil
+}
+
+// decodeStrict fills cfg from js (nothing when js is empty), rejecting
+// unknown fields: a misspelt field would otherwise be silently ignored.
+func decodeStrict(policy string, js json.RawMessage, cfg any) error {
+	if len(bytes.TrimSpace(js)) == 0 || string(bytes.TrimSpace(js)) == "null" {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(js))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(cfg); err != nil {
+		return fmt.Errorf("%s config %s: %w", policy, js, err)
+	}
+	return nil
+}

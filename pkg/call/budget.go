@@ -1,0 +1,102 @@
+package call
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Default retry budget (Linkerd's model): extra attempts, of every kind,
+// may be at most this share of the calls of the last budgetWindow, plus
+// budgetPerSecond for every second of it, so that a client with little
+// traffic can still retry while an outage of every instance cannot
+// multiply the load.
+const (
+	DefaultBudgetRatio     = 0.1
+	DefaultBudgetPerSecond = 1.0
+	budgetWindow           = 10 // seconds
+)
+
+// budget counts one connection's calls and extra attempts per second over
+// the last budgetWindow seconds.
+type budget struct {
+	ratio, perSecond float64
+	start            time.Time
+	mu               sync.Mutex // rotates slots, serializes withdrawals
+	slots            [budgetWindow]budgetSlot
+}
+
+type budgetSlot struct {
+	sec          atomic.Int64 // the second this slot counts, since start
+	calls, extra atomic.Int64
+}
+
+func newBudget(ratio, perSecond float64) *budget {
+	b := &budget{ratio: ratio, perSecond: perSecond, start: time.Now()}
+	for i := range b.slots {
+		b.slots[i].sec.Store(-1)
+	}
+	return b
+}
+
+// slot returns the current second's slot, cleared if it held an older one.
+func (b *budget) slot() (*budgetSlot, int64) {
+	sec := int64(time.Since(b.start) / time.Second)
+	s := &b.slots[sec%budgetWindow]
+	if s.sec.Load() != sec {
+		b.mu.Lock()
+		b.rotateLocked(s, sec)
+		b.mu.Unlock()
+	}
+	return s, sec
+}
+
+func (b *budget) rotateLocked(s *budgetSlot, sec int64) {
+	if s.sec.Load() != sec {
+		s.calls.Store(0)
+		s.extra.Store(0)
+		s.sec.Store(sec)
+	}
+}
+
+// deposit counts a call.
+func (b *budget) deposit() {
+	s, _ := b.slot()
+	s.calls.Add(1)
+}
+
+// Available is how many extra attempts the budget allows now.
+func (b *budget) Available() float64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	a, _ := b.availableLocked()
+	return a
+}
+
+// withdraw takes one extra attempt from the budget, if it allows one.
+func (b *budget) withdraw() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	a, s := b.availableLocked()
+	if a < 1 {
+		return false
+	}
+	s.extra.Add(1)
+	return true
+}
+
+// availableLocked returns what the budget allows now and the current slot.
+func (b *budget) availableLocked() (float64, *budgetSlot) {
+	sec := int64(time.Since(b.start) / time.Second)
+	cur := &b.slots[sec%budgetWindow]
+	b.rotateLocked(cur, sec)
+	var calls, extra int64
+	for i := range b.slots {
+		s := &b.slots[i]
+		if age := sec - s.sec.Load(); age >= 0 && age < budgetWindow {
+			calls += s.calls.Load()
+			extra += s.extra.Load()
+		}
+	}
+	return b.ratio*float64(calls) + b.perSecond*budgetWindow - float64(extra), cur
+}

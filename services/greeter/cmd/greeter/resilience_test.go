@@ -1,0 +1,296 @@
+package main_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"regexp"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	greeterv1 "github.com/rollcall/rollcall/api/greeter/v1"
+	"github.com/rollcall/rollcall/pkg/balance"
+	"github.com/rollcall/rollcall/pkg/call"
+	"github.com/rollcall/rollcall/pkg/discovery/resolve"
+	"github.com/rollcall/rollcall/pkg/etcdtest"
+)
+
+// fleet is etcd and greeter processes that each serve their metrics, so
+// that a test can count the calls the servers saw.
+type fleet struct {
+	etcd     *etcdtest.Server
+	greeters []*loggingGreeter
+	metrics  []string // each greeter's metrics address
+	warmups  int      // calls dial made
+}
+
+func startFleet(t *testing.T, n int, flags ...string) *fleet {
+	t.Helper()
+	f := &fleet{etcd: etcdtest.Start(t)}
+	for i := 1; i <= n; i++ {
+		g := startLoggingGreeter(t, append([]string{"-listen", "127.0.0.1:0", "-id", fmt.Sprintf("g%d", i),
+			"-etcd-endpoints", f.etcd.Endpoint(), "-metrics-listen", "127.0.0.1:0"}, flags...)...)
+		f.greeters = append(f.greeters, g)
+		f.metrics = append(f.metrics, g.await(t, "serving metrics", 1)["addr"].(string))
+	}
+	return f
+}
+
+// dial returns a client of the fleet through call.Dial with opts, once
+// every instance has answered (with an error of the application's too).
+func (f *fleet) dial(t *testing.T, opts ...call.Option) greeterv1.GreeterServiceClient {
+	t.Helper()
+	rb, err := resolve.NewBuilder(f.etcd.Client())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := call.Dial(rb, "greeter", opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	client := greeterv1.NewGreeterServiceClient(conn)
+	seen := map[string]bool{}
+	deadline := time.Now().Add(30 * time.Second)
+	for len(seen) < len(f.greeters) && time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		var p peer.Peer
+		f.warmups++
+		_, err := client.SayHello(ctx, &greeterv1.SayHelloRequest{Name: "warmup"}, grpc.WaitForReady(true), grpc.Peer(&p))
+		cancel()
+		if code := status.Code(err); code != codes.Unavailable && code != codes.DeadlineExceeded && p.Addr != nil {
+			seen[p.Addr.String()] = true
+		}
+	}
+	if len(seen) < len(f.greeters) {
+		t.Fatalf("only %v of %d instances answered", seen, len(f.greeters))
+	}
+	return client
+}
+
+var startedLine = regexp.MustCompile(`grpc_server_started_total\{grpc_method="SayHello",[^}]*\} (\d+)`)
+
+// served is how many SayHello calls the greeters have started, as their
+// metrics count them.
+func (f *fleet) served(t *testing.T) int {
+	t.Helper()
+	total := 0
+	for _, addr := range f.metrics {
+		if m := startedLine.FindStringSubmatch(scrape(t, addr)); m != nil {
+			n, _ := strconv.Atoi(m[1])
+			total += n
+		}
+	}
+	return total
+}
+
+// callMany makes n SayHello calls from workers goroutines, each with its
+// own deadline, and returns the codes they ended with and the instances
+// that answered.
+func callMany(client greeterv1.GreeterServiceClient, n, workers int, deadline time.Duration) (map[codes.Code]int, map[string]int) {
+	var mu sync.Mutex
+	codesSeen, byID := map[codes.Code]int{}, map[string]int{}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for next.Add(1) <= int64(n) {
+				ctx, cancel := context.WithTimeout(context.Background(), deadline)
+				resp, err := client.SayHello(ctx, &greeterv1.SayHelloRequest{Name: "test"})
+				cancel()
+				mu.Lock()
+				codesSeen[status.Code(err)]++
+				if err == nil {
+					byID[resp.GetInstanceId()]++
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return codesSeen, byID
+}
+
+// A method that takes 60 % of the caller's deadline succeeds, as it does
+// on a plain connection, and each call reaches a server once: no attempt
+// is cut short and sent again.
+func TestIdempotentCallTakingMostOfItsDeadlineSucceeds(t *testing.T) {
+	f := startFleet(t, 3, "-latency", "600ms")
+	client := f.dial(t)
+	before := f.served(t)
+	const calls = 30
+	got, _ := callMany(client, calls, 10, time.Second)
+	if got[codes.OK] != calls {
+		t.Errorf("%d calls of a 600 ms method with a 1 s deadline ended %v; want all OK", calls, got)
+	}
+	if served := f.served(t) - before; served > calls*11/10 {
+		t.Errorf("servers saw %d calls for %d client calls; want at most 1.1 per call", served, calls)
+	}
+}
+
+// A call left unanswered past its hedge delay is answered by another
+// instance, long before the first would have answered.
+func TestHedgeIsAnsweredByAnotherInstance(t *testing.T) {
+	f := startFleet(t, 1, "-latency", "1h")
+	fast := startLoggingGreeter(t, "-listen", "127.0.0.1:0", "-id", "fast", "-etcd-endpoints", f.etcd.Endpoint())
+	fast.await(t, "registered in etcd", 1)
+	rb, err := resolve.NewBuilder(f.etcd.Client())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// rollcall_weighted sends every other call to the instance that never
+	// answers; its deadline (3 s) is far below that instance's latency.
+	rec := newRecorder()
+	conn, err := call.Dial(rb, "greeter", call.WithPolicy(balance.Weighted), call.WithObserver(rec),
+		call.WithHedgeDelay("/greeter.v1.GreeterService/SayHello", 50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := greeterv1.NewGreeterServiceClient(conn)
+	// Until both connections are ready, a hedge may have only the slow
+	// instance to go to.
+	for ok := false; !ok; {
+		got, _ := callMany(client, 1, 1, time.Second)
+		ok = got[codes.OK] == 1
+	}
+	got, byID := callMany(client, 20, 4, 3*time.Second)
+	if got[codes.OK] != 20 || byID["fast"] != 20 {
+		t.Errorf("20 calls ended %v, answered by %v; want all OK from fast (extra attempts %v, refused %v)", got, byID, rec.extra, rec.denied)
+	}
+}
+
+// recorder counts the extra attempts Dial's machinery reports.
+type recorder struct {
+	mu     sync.Mutex
+	extra  map[string]int
+	denied map[string]int
+}
+
+func newRecorder() *recorder { return &recorder{extra: map[string]int{}, denied: map[string]int{}} }
+
+func (r *recorder) Dialed(string, call.Budget) {}
+func (r *recorder) ExtraAttempt(_, kind string) {
+	r.mu.Lock()
+	r.extra[kind]++
+	r.mu.Unlock()
+}
+func (r *recorder) Denied(_, kind string) {
+	r.mu.Lock()
+	r.denied[kind]++
+	r.mu.Unlock()
+}
+
+// Calls in flight on an instance that stops (SIGSTOP) are cut when its
+// heartbeat stops and answered by another instance, well within their
+// deadline; without that they would wait out the deadline.
+func TestAttemptsOnAStalledInstanceMoveElsewhere(t *testing.T) {
+	f := startFleet(t, 3)
+	rec := newRecorder()
+	// Hedging off, so only the stall can move a call; rollcall_weighted
+	// sends every third call to the stopped instance until its heartbeat
+	// is overdue.
+	client := f.dial(t, call.WithPolicy(balance.Weighted), call.WithoutHedging(), call.WithObserver(rec))
+	stopped := f.greeters[1].cmd.Process
+	if err := stopped.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer stopped.Signal(syscall.SIGCONT)
+	awaitStopped(t, stopped.Pid)
+	got, byID := callMany(client, 9, 9, 10*time.Second)
+	if got[codes.OK] != 9 || byID["g2"] != 0 {
+		t.Errorf("9 calls after SIGSTOP of g2 ended %v, answered by %v; want all OK, none by g2", got, byID)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if rec.extra[call.KindStall] == 0 {
+		t.Errorf("extra attempts %v: want some of kind %q", rec.extra, call.KindStall)
+	}
+}
+
+// When every instance answers UNAVAILABLE, retries stay within the
+// budget (10 % of calls plus a small floor), and once the instances
+// recover every call succeeds.
+func TestOutageDoesNotMultiplyCalls(t *testing.T) {
+	f := startFleet(t, 3)
+	rec := newRecorder()
+	client := f.dial(t, call.WithObserver(rec))
+	for _, g := range f.greeters {
+		g.cmd.Process.Signal(syscall.SIGUSR1)
+		g.await(t, "outage drill", 1)
+	}
+	before := f.served(t)
+	const calls = 300
+	got, _ := callMany(client, calls, 8, 5*time.Second)
+	served := f.served(t) - before
+	if got[codes.Unavailable] != calls {
+		t.Errorf("%d calls during the outage ended %v; want all UNAVAILABLE", calls, got)
+	}
+	// The budget: 10 % of the calls of the last 10 s (the warm-up's too),
+	// plus 1 a second over those 10 s.
+	if limit := calls + (calls+f.warmups)/10 + 10; served > limit {
+		rec.mu.Lock()
+		t.Errorf("servers saw %d calls for %d client calls during the outage; want at most %d (extra attempts %v, refused %v)",
+			served, calls, limit, rec.extra, rec.denied)
+		rec.mu.Unlock()
+	}
+	for _, g := range f.greeters {
+		g.cmd.Process.Signal(syscall.SIGUSR2)
+		g.await(t, "outage drill", 2)
+	}
+	if got, _ := callMany(client, 100, 8, 5*time.Second); got[codes.OK] != 100 {
+		t.Errorf("100 calls after the outage ended %v; want all OK", got)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if rec.denied[call.KindRetry] == 0 {
+		t.Errorf("the budget refused no retry during the outage (extra attempts %v)", rec.extra)
+	}
+}
+
+// An application's error is an answer: it is returned as it is, never
+// retried, hedged or sent again.
+func TestApplicationErrorsAreNotRetried(t *testing.T) {
+	f := startFleet(t, 3, "-fail-rate", "1", "-fail-code", "NOT_FOUND")
+	client := f.dial(t)
+	before := f.served(t)
+	const calls = 100
+	got, _ := callMany(client, calls, 8, 5*time.Second)
+	if got[codes.NotFound] != calls {
+		t.Errorf("%d calls ended %v; want all NOT_FOUND", calls, got)
+	}
+	if served := f.served(t) - before; served != calls {
+		t.Errorf("servers saw %d calls for %d client calls; want exactly one each", served, calls)
+	}
+}
+
+// awaitStopped waits until process pid is stopped (state T in
+// /proc/PID/stat): a signal takes effect asynchronously.
+func awaitStopped(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The state follows the command name, which is in parentheses.
+		if i := bytes.LastIndexByte(stat, ')'); i > 0 && len(stat) > i+2 && stat[i+2] == 'T' {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d not stopped after 10 s: %s", pid, stat)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
