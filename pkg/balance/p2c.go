@@ -11,8 +11,8 @@ import (
 // p2cPicker draws two candidate instances at random, each with a
 // probability proportional to its registered weight, and takes the first
 // unless its cost is more than SlowFactor times the second's. An
-// instance's cost is its latency estimate times (calls in flight per unit
-// of weight + 1). So equally fast instances get calls in proportion to
+// instance's cost is its latency estimate times (1 + InflightFactor x
+// calls in flight per unit of weight). So equally fast instances get calls in proportion to
 // their weights; a slow one (10x) gets almost none; one whose calls pile
 // up (a deadlocked handler, a stopped process before its heartbeat is
 // overdue) soon loses every comparison; a stalled one gets none; and a new
@@ -38,7 +38,7 @@ func (p *p2cPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	chosen := eps[i]
 	if len(eps) > 1 && rand.Float64() >= p.cfg.ExploreShare {
 		other := eps[pickWeighted(eps, i)]
-		if cost(chosen) > p.cfg.SlowFactor*cost(other) {
+		if cost(chosen, p.cfg.InflightFactor) > p.cfg.SlowFactor*cost(other, p.cfg.InflightFactor) {
 			chosen = other
 		}
 	}
@@ -46,11 +46,11 @@ func (p *p2cPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 }
 
 // cost is the latency estimate (at least a microsecond, so that calls in
-// flight count before any answer) times calls in flight per unit of
-// weight, plus one.
-func cost(ep endpoint) float64 {
+// flight count before any answer) times 1 + f x calls in flight per unit
+// of weight.
+func cost(ep endpoint, f float64) float64 {
 	lat := max(float64(ep.stats.ewmaNs.Load()), 1e3)
-	return lat * (float64(ep.stats.inflight.Load())/float64(ep.weight) + 1)
+	return lat * (1 + f*float64(ep.stats.inflight.Load())/float64(ep.weight))
 }
 
 // pickWeighted draws an index with probability proportional to weight,

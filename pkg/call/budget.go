@@ -10,9 +10,11 @@ import (
 // may be at most this share of the calls of the last budgetWindow, plus
 // budgetPerSecond for every second of it, so that a client with little
 // traffic can still retry while an outage of every instance cannot
-// multiply the load.
+// multiply the load; 9 %, so that with the floor they stay within 10 %.
+// The same holds within the current second, so that
+// calls made before an outage do not pay for a burst of retries in it.
 const (
-	DefaultBudgetRatio     = 0.1
+	DefaultBudgetRatio     = 0.09
 	DefaultBudgetPerSecond = 1.0
 	budgetWindow           = 10 // seconds
 )
@@ -78,7 +80,7 @@ func (b *budget) withdraw() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	a, s := b.availableLocked()
-	if a < 1 {
+	if a < 1 || float64(s.extra.Load()+1) > b.ratio*float64(s.calls.Load())+b.perSecond {
 		return false
 	}
 	s.extra.Add(1)

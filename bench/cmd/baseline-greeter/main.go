@@ -2,15 +2,22 @@
 // only from etcd's client/v3/naming packages, the way their documentation
 // shows, with a careful shutdown (delete the endpoint, then GracefulStop).
 // It is what rollcall is measured against; do not use it as a template.
+// For the scenarios it has the rollcall greeter's faults (-latency,
+// -fail-rate, -fail-code, SIGUSR1/SIGUSR2 outage drill) and serves the same
+// gRPC server metrics (-metrics-listen), so both count server calls alike.
 package main
 
 import (
 	"context"
 	"flag"
 	"fmt"
+	"log/slog"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/signal"
+	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -18,16 +25,36 @@ import (
 	"go.etcd.io/etcd/client/v3/naming/endpoints"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	greeterv1 "github.com/rollcall/rollcall/api/greeter/v1"
+	"github.com/rollcall/rollcall/pkg/telemetry"
 )
 
 type greeter struct {
 	greeterv1.UnimplementedGreeterServiceServer
-	id string
+	id       string
+	latency  time.Duration
+	failRate float64
+	failCode codes.Code
+	outage   atomic.Bool
 }
 
-func (g *greeter) SayHello(_ context.Context, req *greeterv1.SayHelloRequest) (*greeterv1.SayHelloResponse, error) {
+func (g *greeter) SayHello(ctx context.Context, req *greeterv1.SayHelloRequest) (*greeterv1.SayHelloResponse, error) {
+	if g.outage.Load() {
+		return nil, status.Error(codes.Unavailable, "outage drill")
+	}
+	if g.latency > 0 {
+		select {
+		case <-time.After(g.latency):
+		case <-ctx.Done():
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+	}
+	if g.failRate > 0 && rand.Float64() < g.failRate {
+		return nil, status.Error(g.failCode, "injected failure")
+	}
 	return &greeterv1.SayHelloResponse{Message: "Hello " + req.GetName() + " from " + g.id, InstanceId: g.id}, nil
 }
 
@@ -43,15 +70,36 @@ func run() error {
 	id := flag.String("id", "", "instance id")
 	target := flag.String("target", "baseline/greeter", "endpoints target (key prefix)")
 	ttl := flag.Int64("ttl", 10, "lease TTL in seconds")
+	g := &greeter{}
+	flag.DurationVar(&g.latency, "latency", 0, "artificial delay in every answer")
+	flag.Float64Var(&g.failRate, "fail-rate", 0, "share of calls to fail with -fail-code")
+	failCode := flag.String("fail-code", "INTERNAL", "gRPC code of injected failures")
+	metrics := flag.String("metrics-listen", "", "address of the /metrics server (default: none)")
 	flag.Parse()
+	g.id = *id
+	if err := g.failCode.UnmarshalJSON([]byte(strconv.Quote(*failCode))); err != nil {
+		return fmt.Errorf("invalid fail-code %q: %w", *failCode, err)
+	}
+	tel, stopTel, err := telemetry.New(telemetry.Config{MetricsListen: *metrics}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return err
+	}
+	defer stopTel()
+	drill := make(chan os.Signal, 1)
+	signal.Notify(drill, syscall.SIGUSR1, syscall.SIGUSR2)
+	go func() { // runs until the process exits
+		for sig := range drill {
+			g.outage.Store(sig == syscall.SIGUSR1)
+		}
+	}()
 
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
 	addr := lis.Addr().String()
-	s := grpc.NewServer()
-	greeterv1.RegisterGreeterServiceServer(s, &greeter{id: *id})
+	s := grpc.NewServer(tel.ServerOptions()...)
+	greeterv1.RegisterGreeterServiceServer(s, g)
 	go s.Serve(lis)
 
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{*etcdAddr}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})

@@ -4,8 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -33,16 +38,13 @@ type env struct {
 	obs      *observer
 }
 
-// setup starts etcd and the instances and dials them. With watchTries the
-// client records attempts by address (the hang scenario); otherwise it
-// carries no interceptor of the harness's.
-func setup(ctx context.Context, st stack, etcdBin string, etcdSize int, instances [][]string, watchTries bool) (*env, error) {
+// setup starts etcd and the instances and dials them.
+func setup(ctx context.Context, st stack, etcdBin string, etcdSize int, instances [][]string) (*env, error) {
 	dir, err := os.MkdirTemp("", "rollcall-bench-")
 	if err != nil {
 		return nil, err
 	}
 	e := &env{st: st, dir: dir, greeters: map[string]*proc{}, obs: newObserver()}
-	e.obs.interceptAttempts = watchTries
 	e.etcd = newEtcdCluster(etcdBin, filepath.Join(dir, "data"), dir, etcdSize)
 	if err := e.etcd.start(ctx); err != nil {
 		e.close()
@@ -98,6 +100,9 @@ func (e *env) startGreeter(extra ...string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if i := slices.Index(args, "-metrics-listen"); i >= 0 {
+		p.metrics = args[i+1]
+	}
 	e.greeters[id] = p
 	e.order = append(e.order, id)
 	return id, nil
@@ -108,6 +113,38 @@ func (e *env) stopGreeter(id string, sig syscall.Signal) {
 		p.signal(sig)
 		delete(e.greeters, id)
 	}
+}
+
+// served sums a counter of SayHello calls over the running greeters'
+// metrics: "started" (grpc_server_started_total) or a code's handled
+// calls ("NotFound": grpc_server_handled_total with that code).
+func (e *env) served(what string) (int, error) {
+	pattern := `grpc_server_started_total\{grpc_method="SayHello",[^}]*\} (\d+)`
+	if what != "started" {
+		pattern = `grpc_server_handled_total\{grpc_code="` + what + `",grpc_method="SayHello",[^}]*\} (\d+)`
+	}
+	re := regexp.MustCompile(pattern)
+	total := 0
+	for _, id := range e.order {
+		p := e.greeters[id]
+		if p == nil || p.metrics == "" {
+			continue
+		}
+		resp, err := http.Get("http://" + p.metrics + "/metrics")
+		if err != nil {
+			return 0, fmt.Errorf("metrics of %s: %w", id, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return 0, err
+		}
+		if m := re.FindSubmatch(body); m != nil {
+			n, _ := strconv.Atoi(string(m[1]))
+			total += n
+		}
+	}
+	return total, nil
 }
 
 func (e *env) key(id string) string { return e.st.prefix("greeter") + id }

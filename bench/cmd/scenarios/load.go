@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/status"
@@ -125,10 +126,11 @@ func (r *recorder) snapshot() (calls, failed int, codes map[string]int, byID map
 
 // load runs closed-loop workers calling SayHello until stop.
 type load struct {
-	rec    *recorder
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	start  time.Time
+	rec     *recorder
+	started atomic.Int64 // calls begun, the ones cut by stop included
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	start   time.Time
 }
 
 func startLoad(client greeterv1.GreeterServiceClient, workers int, deadline time.Duration) *load {
@@ -143,6 +145,7 @@ func startLoadInto(rec *recorder, client greeterv1.GreeterServiceClient, workers
 		l.wg.Go(func() {
 			for ctx.Err() == nil {
 				callCtx, cancelCall := context.WithTimeout(ctx, deadline)
+				l.started.Add(1)
 				start := time.Now()
 				resp, err := client.SayHello(callCtx, &greeterv1.SayHelloRequest{Name: "bench"})
 				cancelCall()

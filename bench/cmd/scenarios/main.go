@@ -82,9 +82,13 @@ func run() error {
 			if sc.flags != nil {
 				instances = sc.flags
 			}
-			e, err := setup(ctx, st, *bin+"/etcd", sc.etcdSize, instances, sc.name == "hang")
+			e, err := setup(ctx, st, *bin+"/etcd", sc.etcdSize, instances)
 			if err == nil {
+				sent0 := e.obs.sent.Load()
 				err = sc.run(ctx, e, t, &r)
+				if r.Calls > 0 {
+					r.metric("attempts_per_call", float64(e.obs.sent.Load()-sent0)/float64(r.Calls))
+				}
 				e.close()
 			}
 			if err != nil {

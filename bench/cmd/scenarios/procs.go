@@ -17,9 +17,10 @@ import (
 
 // proc is a process the scenario started; it is stopped by PID.
 type proc struct {
-	name string
-	cmd  *exec.Cmd
-	done chan struct{}
+	name    string
+	cmd     *exec.Cmd
+	done    chan struct{}
+	metrics string // its /metrics address, if it serves one
 }
 
 func startProc(logDir, name, bin string, args ...string) (*proc, error) {

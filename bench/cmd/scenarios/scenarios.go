@@ -17,6 +17,7 @@ import (
 
 	greeterv1 "github.com/rollcall/rollcall/api/greeter/v1"
 	"github.com/rollcall/rollcall/pkg/balance"
+	"github.com/rollcall/rollcall/pkg/call"
 )
 
 // timing is how long each phase of a scenario lasts.
@@ -91,6 +92,93 @@ var scenarios = []scenario{
 	{"slow", 1, 3, [][]string{fast, fast, fast}, true, runSlow},
 	{"hang", 1, 3, [][]string{fast, fast, fast}, true, runHang},
 	{"weights", 1, 3, [][]string{weight(1), weight(1), weight(3)}, true, runWeights},
+	{"deadline-600ms", 1, 3, [][]string{slowAnswer("600ms"), slowAnswer("600ms"), slowAnswer("600ms")}, false, runServerCalls},
+	{"deadline-900ms", 1, 3, [][]string{slowAnswer("900ms"), slowAnswer("900ms"), slowAnswer("900ms")}, false, runServerCalls},
+	{"outage", 1, 3, nil, false, runOutage},
+	{"errors", 1, 3, [][]string{notFound(fast), notFound(fast), notFound(slow)}, true, runErrors},
+}
+
+// slowAnswer is an instance answering after d, a large share of the
+// load's 1 s deadline.
+func slowAnswer(d string) []string { return []string{"-latency", d} }
+
+// slow is a balancing scenario's slow instance: ten times fast.
+var slow = []string{"-latency", "20ms"}
+
+// notFound answers NOT_FOUND to 30 % of calls, an application's error.
+func notFound(base []string) []string {
+	return append(base[:len(base):len(base)], "-fail-rate", "0.3", "-fail-code", "NOT_FOUND")
+}
+
+// runServerCalls runs the load with no event and counts the calls the
+// servers saw per call the client made.
+func runServerCalls(ctx context.Context, e *env, t timing, r *result) error {
+	before, err := e.served("started")
+	if err != nil {
+		return err
+	}
+	l := startLoad(e.client, 32, time.Second)
+	time.Sleep(t.warm + t.after)
+	r.fill(l.rec, l.stop())
+	after, err := e.served("started")
+	if err != nil {
+		return err
+	}
+	// Per call begun: the calls cut when the load stopped reached the
+	// servers too.
+	r.metric("server_calls_per_call", float64(after-before)/float64(max(l.started.Load(), 1)))
+	return nil
+}
+
+// runOutage makes every instance answer UNAVAILABLE for 5 s (SIGUSR1,
+// then SIGUSR2) under load: the calls the servers saw per client call
+// during the outage, and the calls that failed after it.
+func runOutage(ctx context.Context, e *env, t timing, r *result) error {
+	l := startLoad(e.client, 32, time.Second)
+	time.Sleep(t.warm)
+	calls0 := l.started.Load()
+	served0, err := e.served("started")
+	if err != nil {
+		return err
+	}
+	for _, id := range e.order {
+		e.greeters[id].cmd.Process.Signal(syscall.SIGUSR1)
+	}
+	time.Sleep(5 * time.Second)
+	calls1 := l.started.Load()
+	served1, err := e.served("started")
+	if err != nil {
+		return err
+	}
+	for _, id := range e.order {
+		e.greeters[id].cmd.Process.Signal(syscall.SIGUSR2)
+	}
+	time.Sleep(100 * time.Millisecond) // calls answered as the drill ended
+	l.stop()
+	after := startLoad(e.client, 32, time.Second)
+	time.Sleep(t.after)
+	r.fill(after.rec, after.stop())
+	r.metric("server_calls_per_call_during", float64(served1-served0)/float64(max(calls1-calls0, 1)))
+	r.metric("calls_during", float64(calls1-calls0))
+	return nil
+}
+
+// runErrors runs the load over two fast instances and one ten times
+// slower, all answering NOT_FOUND to 30 % of calls: the slow one's share,
+// and the extra attempts rollcall's client made, by kind (retries follow
+// only UNAVAILABLE or a stall, so any retry here would be a NOT_FOUND
+// retried).
+func runErrors(ctx context.Context, e *env, t timing, r *result) error {
+	x0 := e.obs.extraAttempts()
+	l := startLoad(e.client, 32, time.Second)
+	time.Sleep(t.warm + t.after)
+	r.fill(l.rec, l.stop())
+	x1 := e.obs.extraAttempts()
+	_, _, codes, byID, _ := l.rec.snapshot()
+	r.metric("slow_share", float64(byID["g3"])/float64(max(r.Calls-codes["NotFound"], 1)))
+	r.metric("not_found_retried", float64(x1[call.KindRetry]-x0[call.KindRetry]))
+	r.metric("hedges", float64(x1[call.KindHedge]-x0[call.KindHedge]))
+	return nil
 }
 
 // runSlow measures all-fast, then replaces one instance by one ten times

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -13,8 +14,8 @@ import (
 	etcdnaming "go.etcd.io/etcd/client/v3/naming/resolver"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/stats"
 
 	"github.com/rollcall/rollcall/pkg/call"
 	"github.com/rollcall/rollcall/pkg/discovery"
@@ -46,7 +47,8 @@ func rollcallStack(bin, policy string) stack {
 		bin:    bin,
 		prefix: func(service string) string { return "rollcall/" + service + "/" },
 		args: func(etcd []string, id string) []string {
-			return []string{"-listen", "127.0.0.1:0", "-id", id, "-etcd-endpoints", strings.Join(etcd, ","), "-log-format", "json", "-log-level", "warn"}
+			return []string{"-listen", "127.0.0.1:0", "-id", id, "-etcd-endpoints", strings.Join(etcd, ","), "-log-format", "json", "-log-level", "warn",
+				"-metrics-listen", freeAddr()}
 		},
 		dial: func(cli *clientv3.Client, service string, obs *observer) (*grpc.ClientConn, error) {
 			// rollcall's list is observed as it is published, a goroutine
@@ -57,10 +59,8 @@ func rollcallStack(bin, policy string) stack {
 			if err != nil {
 				return nil, err
 			}
-			if obs.interceptAttempts {
-				opts = append(opts[:len(opts):len(opts)], call.WithDialOptions(grpc.WithChainUnaryInterceptor(obs.attempts)))
-			}
-			return call.Dial(rb, service, opts...)
+			return call.Dial(rb, service, append(opts[:len(opts):len(opts)], call.WithObserver(obs),
+				call.WithDialOptions(grpc.WithStatsHandler(obs)))...)
 		},
 	}
 }
@@ -71,7 +71,7 @@ func baselineStack(bin string) stack {
 		bin:    bin,
 		prefix: func(service string) string { return "baseline/" + service + "/" },
 		args: func(etcd []string, id string) []string {
-			return []string{"-id", id, "-etcd-endpoints", etcd[0], "-target", "baseline/greeter"}
+			return []string{"-id", id, "-etcd-endpoints", etcd[0], "-target", "baseline/greeter", "-metrics-listen", freeAddr()}
 		},
 		dial: func(cli *clientv3.Client, service string, obs *observer) (*grpc.ClientConn, error) {
 			b, err := etcdnaming.NewBuilder(cli)
@@ -80,6 +80,7 @@ func baselineStack(bin string) stack {
 			}
 			return grpc.NewClient("etcd:///baseline/"+service,
 				grpc.WithResolvers(obs.wrap(b)),
+				grpc.WithStatsHandler(obs),
 				grpc.WithTransportCredentials(insecure.NewCredentials()),
 				grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`))
 		},
@@ -87,45 +88,68 @@ func baselineStack(bin string) stack {
 }
 
 // observer records the address lists that the resolver hands to gRPC,
-// whichever resolver it is: it wraps the real ClientConn, it fakes nothing.
+// whichever resolver it is (it wraps the real ClientConn, it fakes
+// nothing), and, as a stats handler, every attempt a client sends, so
+// that retries and hedges from any layer are counted.
 type observer struct {
 	mu      sync.Mutex
 	count   int
 	at      time.Time
 	changed chan struct{}
-	// interceptAttempts: dial with the attempts interceptor, which costs
-	// each call a link in the interceptor chain; only the hang scenario
-	// needs it.
-	interceptAttempts bool
-	// watched, when set, is an address whose attempts tries records
-	// (rollcall's calls may try again on another instance). Off, the
-	// interceptor costs a call next to nothing, so that the throughput
-	// scenario measures rollcall, not the harness.
+	// sent counts attempts whose headers went to a server.
+	sent atomic.Int64
+	// watched, when set, is an address whose attempts triesTo returns.
 	watched atomic.Pointer[string]
 	tries   []time.Time
+	extra   map[string]int
 }
 
 func newObserver() *observer { return &observer{count: -1, changed: make(chan struct{})} }
 
-// watchTries makes attempts record, from now on, each attempt sent to addr.
+// watchTries records, from now on, the time of each attempt sent to addr.
 func (o *observer) watchTries(addr string) { o.watched.Store(&addr) }
 
-// attempts is the innermost interceptor: it sees each attempt and records
-// those the balancer sent to the watched address.
-func (o *observer) attempts(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-	watched := o.watched.Load()
-	if watched == nil {
-		return invoker(ctx, method, req, reply, cc, opts...)
+func (o *observer) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
+func (o *observer) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context {
+	return ctx
+}
+func (o *observer) HandleConn(context.Context, stats.ConnStats) {}
+
+// HandleRPC counts each attempt's outgoing header: one per attempt that
+// reached a connection.
+func (o *observer) HandleRPC(_ context.Context, s stats.RPCStats) {
+	h, ok := s.(*stats.OutHeader)
+	if !ok || !h.Client {
+		return
 	}
-	var p peer.Peer
-	start := time.Now()
-	err := invoker(ctx, method, req, reply, cc, append(opts, grpc.Peer(&p))...)
-	if p.Addr != nil && p.Addr.String() == *watched {
+	o.sent.Add(1)
+	if w := o.watched.Load(); w != nil && h.RemoteAddr != nil && h.RemoteAddr.String() == *w {
 		o.mu.Lock()
-		o.tries = append(o.tries, start)
+		o.tries = append(o.tries, time.Now())
 		o.mu.Unlock()
 	}
-	return err
+}
+
+// Dialed, ExtraAttempt and Denied make the observer a call.Observer:
+// rollcall's client reports its extra attempts by kind.
+func (o *observer) Dialed(string, call.Budget) {}
+
+func (o *observer) ExtraAttempt(_, kind string) {
+	o.mu.Lock()
+	if o.extra == nil {
+		o.extra = map[string]int{}
+	}
+	o.extra[kind]++
+	o.mu.Unlock()
+}
+
+func (o *observer) Denied(string, string) {}
+
+// extraAttempts returns the extra attempts so far, by kind.
+func (o *observer) extraAttempts() map[string]int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return maps.Clone(o.extra)
 }
 
 // triesTo returns the start times of the attempts sent to the watched

@@ -16,13 +16,43 @@ func failedCalls(r result) (string, bool) {
 	return fmt.Sprintf("%d failed / %d", r.Failed, r.Calls), r.Failed == 0 && r.Error == ""
 }
 
+// attempts shows the attempts sent per call, and whether they are within
+// limit.
+func attempts(r result, limit float64) (string, bool) {
+	a := r.Metrics["attempts_per_call"]
+	return fmt.Sprintf("%.3f attempts/call", a), a <= limit
+}
+
+// serverCalls is the failed calls and the server calls per client call.
+func serverCalls(r result) (string, bool) {
+	f, ok := failedCalls(r)
+	s := r.Metrics["server_calls_per_call"]
+	return fmt.Sprintf("%s; %.3f server calls/call", f, s), ok && s <= 1.1
+}
+
 var targets = map[string]target{
-	"kill": {"0 failed calls", failedCalls},
-	"term": {"0 failed calls", failedCalls},
-	"rolling": {"0 failed; 3 new served", func(r result) (string, bool) {
+	"kill": {"0 failed calls; <= 1.05 attempts/call", func(r result) (string, bool) {
+		f, ok := failedCalls(r)
+		a, aok := attempts(r, 1.05)
+		return f + "; " + a, ok && aok
+	}},
+	"term": {"0 failed calls; <= 1.05 attempts/call", func(r result) (string, bool) {
+		f, ok := failedCalls(r)
+		a, aok := attempts(r, 1.05)
+		return f + "; " + a, ok && aok
+	}},
+	"rolling": {"0 failed; 3 new served; <= 1.05 attempts/call", func(r result) (string, bool) {
 		f, ok := failedCalls(r)
 		n := r.Metrics["new_instances_served"]
-		return fmt.Sprintf("%s; %.0f new served", f, n), ok && n == 3
+		a, aok := attempts(r, 1.05)
+		return fmt.Sprintf("%s; %.0f new served; %s", f, n, a), ok && n == 3 && aok
+	}},
+	"deadline-600ms": {"0 failed; <= 1.1 server calls/call", serverCalls},
+	"deadline-900ms": {"0 failed; <= 1.1 server calls/call", serverCalls},
+	"outage": {"<= 1.1 server calls/call during; 0 failed after", func(r result) (string, bool) {
+		s := r.Metrics["server_calls_per_call_during"]
+		return fmt.Sprintf("%.3f server calls/call during (%.0f calls); %d failed / %d after", s, r.Metrics["calls_during"], r.Failed, r.Calls),
+			r.Error == "" && s <= 1.1 && r.Failed == 0
 	}},
 	"scale-up": {"first call <= 100 ms (p99)", func(r result) (string, bool) {
 		p := r.Metrics["first_call_p99_ms"]
@@ -39,9 +69,9 @@ var targets = map[string]target{
 		c := r.Metrics["converge_max_ms"]
 		return fmt.Sprintf("%.0f ms; cpu %.0f ms; heap %.1f MB", c, r.Metrics["client_cpu_ms"], r.Metrics["heap_inuse_mb"]), r.Error == "" && c <= 1000
 	}},
-	"throughput": {"ratio >= 0.95", func(r result) (string, bool) {
+	"throughput": {"ratio >= 0.99", func(r result) (string, bool) {
 		ratio := r.Metrics["ratio"]
-		return fmt.Sprintf("%.0f/s vs %.0f/s direct = %.2f", r.CallsPerSec, r.Metrics["direct_calls_per_second"], ratio), r.Error == "" && ratio >= 0.95
+		return fmt.Sprintf("%.0f/s vs %.0f/s direct = %.3f", r.CallsPerSec, r.Metrics["direct_calls_per_second"], ratio), r.Error == "" && ratio >= 0.99
 	}},
 }
 
@@ -66,6 +96,11 @@ var balanceTargets = map[string]target{
 		tp, picks, back := r.Metrics["throughput_during_stop_ratio"], r.Metrics["picks_after_1s"], r.Metrics["back_after_ms"]
 		return fmt.Sprintf("%d failed; throughput %.2f; %.0f picks; back in %.0f ms", r.Failed, tp, picks, back),
 			r.Error == "" && r.Failed == 0 && tp >= 0.9 && picks == 0 && back >= 0 && back <= 5000
+	}},
+	"errors": {"slow share <= 2 %; no NOT_FOUND retried", func(r result) (string, bool) {
+		share, retried := r.Metrics["slow_share"], r.Metrics["not_found_retried"]
+		return fmt.Sprintf("slow share %.1f%%; %.0f NOT_FOUND retried; %.0f hedges; %s", 100*share, retried, r.Metrics["hedges"], fmt.Sprint(r.Codes)),
+			r.Error == "" && share <= 0.02 && retried == 0
 	}},
 	"weights": {"shares 20/20/60 % within 2 points", func(r result) (string, bool) {
 		w := r.Metrics["worst_share_error_points"]
