@@ -54,6 +54,8 @@ import (
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/grpc"
 
+	"github.com/rollcall/rollcall/pkg/call"
+	"github.com/rollcall/rollcall/pkg/call/callmetrics"
 	"github.com/rollcall/rollcall/pkg/discovery/discoverymetrics"
 	"github.com/rollcall/rollcall/pkg/discovery/register"
 	"github.com/rollcall/rollcall/pkg/discovery/resolve"
@@ -125,6 +127,7 @@ type Telemetry struct {
 	server    *grpcprom.ServerMetrics
 	client    *grpcprom.ClientMetrics
 	discovery *discoverymetrics.Metrics
+	calls     *callmetrics.Metrics
 
 	// Set when tracing is on.
 	tracer     trace.TracerProvider
@@ -239,6 +242,9 @@ func (t *Telemetry) serveMetrics(addr string, log *slog.Logger) (stop func(), er
 	if t.discovery, err = discoverymetrics.New(t.registry); err != nil {
 		return nil, err
 	}
+	if t.calls, err = callmetrics.New(t.registry); err != nil {
+		return nil, err
+	}
 
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -336,6 +342,15 @@ func (t *Telemetry) RegisterOptions() []register.Option {
 		return nil
 	}
 	return []register.Option{t.discovery.RegisterOption()}
+}
+
+// CallOptions make call.Dial report its extra attempts and retry budget
+// to the call metrics, when metrics are on.
+func (t *Telemetry) CallOptions() []call.Option {
+	if t.calls == nil {
+		return nil
+	}
+	return []call.Option{call.WithObserver(t.calls)}
 }
 
 // ResolveOptions make a resolver Builder report to the discovery metrics,

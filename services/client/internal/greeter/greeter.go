@@ -47,6 +47,7 @@ func NewConn(cfg *config.Config, rb *resolve.Builder, tel *telemetry.Telemetry) 
 	if cfg.Policy != "" {
 		opts = append(opts, call.WithPolicy(cfg.Policy))
 	}
+	opts = append(opts, tel.CallOptions()...)
 	opts = append(opts, call.WithDialOptions(tel.DialOptions()...))
 	conn, err := call.Dial(rb, cfg.Service, opts...)
 	if err != nil {

@@ -1,0 +1,37 @@
+package call
+
+import "testing"
+
+// The budget allows ratio x calls plus the per-second floor within the
+// current second (and the 10 s window), and no more.
+func TestBudgetBoundsExtraAttempts(t *testing.T) {
+	tests := []struct {
+		calls     int
+		ratio     float64
+		perSecond float64
+		want      int
+	}{
+		{0, 0.1, 1, 1},
+		{1000, 0.1, 1, 101},
+		{1000, 0.1, 0, 100},
+		{1000, 0, 0, 0},
+	}
+	for _, tt := range tests {
+		b := newBudget(tt.ratio, tt.perSecond)
+		for range tt.calls {
+			b.deposit()
+		}
+		got := 0
+		for b.withdraw() {
+			got++
+			if got > tt.calls+100 {
+				break
+			}
+		}
+		// A second boundary between deposits and withdrawals would reset
+		// the per-second count: allow the window's floor then.
+		if got != tt.want && got > tt.want+int(tt.perSecond*budgetWindow) {
+			t.Errorf("%d calls, ratio %v, %v/s: %d extra attempts allowed, want %d", tt.calls, tt.ratio, tt.perSecond, got, tt.want)
+		}
+	}
+}
