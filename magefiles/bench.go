@@ -167,6 +167,11 @@ What the figures mean:
 | etcd-leader | three-member etcd, its leader ` + "`kill -9`" + ` | failed calls; DELETE events on the instances' keys |
 | churn | 1,000 registrations put in 10 transactions, then deleted at once, 3 times | longest time from etcd's answer to the resolver's list having the same size; CPU of the client process; heap in use after |
 | throughput | no event, one instance | calls per second through discovery and balancing vs over one direct connection to the same instance, alternating rounds |
+| deadline-600ms, deadline-900ms | no event; every instance answers in 60 % (90 %) of the calls' 1 s deadline | failed calls; calls the servers started (their metrics) per call the client began |
+| outage | every instance answers UNAVAILABLE for 5 s (SIGUSR1, then SIGUSR2) | calls the servers started per call the client began during the outage; failed calls after it |
+
+kill, term and rolling also show the attempts the client sent per call (a stats handler counts every attempt that
+reached a connection, from any layer: retries, hedges, stall cuts).
 
 The balancing scenarios run rollcall with each policy instead of the baseline; every instance answers after 2 ms
 (` + "`-latency 2ms`" + `):
@@ -176,4 +181,5 @@ The balancing scenarios run rollcall with each policy instead of the baseline; e
 | slow | 7 s all fast, then one instance replaced by one that answers in 20 ms, 7 s | p99 and throughput with the slow one, as a ratio of all-fast; the slow one's share of calls |
 | hang | SIGSTOP of one instance for 8 s, then SIGCONT | failed calls; throughput during the stop / before; attempts sent to it from 1 s after the stop until SIGCONT; time from SIGCONT to the first call it serves |
 | weights | instances registered with weights 1, 1, 3 | share of calls of each |
+| errors | as slow, and every instance answers NOT_FOUND to 30 % of calls | the slow one's share of the calls answered OK; retries the client made (retries follow only UNAVAILABLE or a stall, so any would be a NOT_FOUND retried); hedges |
 `

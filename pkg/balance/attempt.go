@@ -14,7 +14,8 @@ const MaxAvoid = 2
 // A Fleet is what one balancer knows of its instances now.
 type Fleet struct{ ready atomic.Int32 }
 
-// Ready is how many instances have a ready connection.
+// Ready is how many instances have a ready connection; -1 once the
+// balancer closed (a new one may have replaced it: gRPC's idle mode).
 func (f *Fleet) Ready() int { return int(f.ready.Load()) }
 
 // An Attempt is one attempt of a call, shared by the caller (package call)
@@ -93,7 +94,8 @@ func (a *Attempt) Fleet() *Fleet { return a.fleet.Load() }
 func (a *Attempt) Live() int { return int(a.live.Load()) }
 
 // Lost marks the attempt as cut because another attempt of the call
-// answered first: its time so far counts as a floor of its latency.
+// answered first: its time so far can raise the instance's latency
+// estimate, never lower it.
 func (a *Attempt) Lost() { a.cut.Store(int32(lost)) }
 
 func (a *Attempt) avoids(st *addrState) bool {

@@ -3,16 +3,23 @@
 //
 //	{"loadBalancingConfig":[{"rollcall_p2c_ewma":{}}]}
 //
-// Policies:
+// Policies (their JSON fields: P2CConfig, WeightedConfig):
 //
-//   - rollcall_p2c_ewma (P2CEWMA): power of two choices by EWMA latency times
-//     calls in flight; for unequal or stalling instances.
+//   - rollcall_p2c_ewma (P2CEWMA): power of two choices, drawn by registered
+//     weight, compared by an asymmetric EWMA of latency, unless one has
+//     calls in flight and no answer for a while; for unequal or stalling
+//     instances.
 //   - rollcall_weighted (Weighted): smooth weighted round robin by the
 //     weight each instance registered (discovery.Metadata.Weight).
 //
-// Both skip an instance whose heartbeat stopped (a stopped or stuck
-// process: see LivenessService) until it beats again, and both use
-// grpc-go's pick_first per instance, so client health checking works.
+// Only what says something about an instance counts against it
+// (UNAVAILABLE, RESOURCE_EXHAUSTED, running out of time while the caller
+// still had time, a stall); every other code is an answer, with its
+// latency. Both policies skip an instance whose heartbeat stopped (a
+// stopped or stuck process: see LivenessService) until it beats again, and
+// then cut the attempts in flight on it that package call lets them cut
+// (see Attempt). Both use grpc-go's pick_first per instance, so client
+// health checking works.
 package balance
 
 import (
@@ -102,7 +109,10 @@ func (lb *loadAware) ExitIdle()               { lb.child.ExitIdle() }
 
 func (lb *loadAware) UpdateSubConnState(balancer.SubConn, balancer.SubConnState) {}
 
-func (lb *loadAware) Close() { lb.child.Close() }
+func (lb *loadAware) Close() {
+	lb.fleet.ready.Store(-1) // gone: whoever kept it must learn the new one
+	lb.child.Close()
+}
 
 func (lb *loadAware) state(addr string) *addrState {
 	lb.mu.Lock()
@@ -110,6 +120,7 @@ func (lb *loadAware) state(addr string) *addrState {
 	st, ok := lb.byAddr[addr]
 	if !ok {
 		st = &addrState{}
+		st.stats.lastAnswer.Store(int64(sinceEpoch())) // silence counts from its arrival
 		lb.byAddr[addr] = st
 	}
 	return st

@@ -12,24 +12,25 @@ import (
 // P2CConfig is rollcall_p2c_ewma's configuration, its JSON fields in the
 // service config:
 //
-//	{"loadBalancingConfig":[{"rollcall_p2c_ewma":{"slowFactor":2,"inflightFactor":0.1,"failurePenalty":"1s","exploreShare":0.005}}]}
+//	{"loadBalancingConfig":[{"rollcall_p2c_ewma":{"slowFactor":2,"stuckFactor":4,"failurePenalty":"1s","exploreShare":0.005}}]}
 //
 // A field left out takes its default.
 type P2CConfig struct {
 	serviceconfig.LoadBalancingConfig `json:"-"`
 
 	// SlowFactor: of the two instances drawn, the first loses to the
-	// second when its cost is more than SlowFactor times the second's.
+	// second when its latency estimate is more than SlowFactor times the
+	// second's.
 	// Closer than that, they count as equal and the registered weights
 	// decide. Default 2; 1 to 1000.
 	SlowFactor float64 `json:"slowFactor"`
-	// InflightFactor: an instance's cost is its latency estimate times
-	// (1 + InflightFactor x its calls in flight per unit of weight), so
-	// calls that pile up on an instance whose answers stopped coming
-	// (a deadlocked handler) make it lose comparisons before any of them
-	// ends. Small, so that ordinary queueing does not send calls to a
-	// slower instance. Default 0.1; 0 to 10.
-	InflightFactor float64 `json:"inflightFactor"`
+	// StuckFactor: an instance with calls in flight and no answer for
+	// StuckFactor times its latency estimate (at least minStuck) is
+	// stuck, and loses to one that is not, whatever its estimate: calls
+	// pile up on an instance whose answers stopped coming (a deadlocked
+	// handler, a cold instance) before any of them ends to raise it.
+	// Default 4; 1 to 100.
+	StuckFactor float64 `json:"stuckFactor"`
 	// FailurePenalty is the latency a failure of the instance counts as
 	// (UNAVAILABLE, RESOURCE_EXHAUSTED, running out of time on its own, a
 	// stall), when it took less. Default 1s; 1ms to 1m.
@@ -72,15 +73,15 @@ func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Durat
 const defaultPenalty = Duration(time.Second)
 
 func parseP2CConfig(js json.RawMessage) (serviceconfig.LoadBalancingConfig, error) {
-	cfg := &P2CConfig{SlowFactor: 2, InflightFactor: 0.1, FailurePenalty: defaultPenalty, ExploreShare: 0.005}
+	cfg := &P2CConfig{SlowFactor: 2, StuckFactor: 4, FailurePenalty: defaultPenalty, ExploreShare: 0.005}
 	if err := decodeStrict(P2CEWMA, js, cfg); err != nil {
 		return nil, err
 	}
 	switch {
 	case cfg.SlowFactor < 1 || cfg.SlowFactor > 1000:
 		return nil, fmt.Errorf("%s: slowFactor %v: want 1 to 1000", P2CEWMA, cfg.SlowFactor)
-	case cfg.InflightFactor < 0 || cfg.InflightFactor > 10:
-		return nil, fmt.Errorf("%s: inflightFactor %v: want 0 to 10", P2CEWMA, cfg.InflightFactor)
+	case cfg.StuckFactor < 1 || cfg.StuckFactor > 100:
+		return nil, fmt.Errorf("%s: stuckFactor %v: want 1 to 100", P2CEWMA, cfg.StuckFactor)
 	case cfg.ExploreShare < 0 || cfg.ExploreShare > 0.5:
 		return nil, fmt.Errorf("%s: exploreShare %v: want 0 to 0.5", P2CEWMA, cfg.ExploreShare)
 	}

@@ -10,13 +10,14 @@ import (
 
 // p2cPicker draws two candidate instances at random, each with a
 // probability proportional to its registered weight, and takes the first
-// unless its cost is more than SlowFactor times the second's. An
-// instance's cost is its latency estimate times (1 + InflightFactor x
-// calls in flight per unit of weight). So equally fast instances get calls in proportion to
-// their weights; a slow one (10x) gets almost none; one whose calls pile
-// up (a deadlocked handler, a stopped process before its heartbeat is
-// overdue) soon loses every comparison; a stalled one gets none; and a new
-// one starts from its peers' estimate, not from zero, so it takes no burst.
+// unless it is stuck (calls in flight and no answer for StuckFactor times
+// its latency estimate) and the second is not, or its latency estimate is
+// more than SlowFactor times the second's. So equally fast
+// instances get calls in proportion to their weights; a slow one (10x)
+// gets almost none; one whose calls pile up (a deadlocked handler, a
+// stopped process before its heartbeat is overdue) soon loses every
+// comparison; a stalled one gets none; and a new one starts from its
+// peers' estimate, not from zero, so it takes no burst.
 type p2cPicker struct {
 	eps []endpoint
 	cfg *P2CConfig
@@ -33,24 +34,40 @@ func newP2CPicker(eps []endpoint, cfg serviceconfig.LoadBalancingConfig) balance
 
 func (p *p2cPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	a := attemptFrom(info.Ctx)
-	eps := candidates(p.eps, a, sinceEpoch())
+	now := sinceEpoch()
+	eps := candidates(p.eps, a, now)
 	i := pickWeighted(eps, -1)
 	chosen := eps[i]
 	if len(eps) > 1 && rand.Float64() >= p.cfg.ExploreShare {
 		other := eps[pickWeighted(eps, i)]
-		if cost(chosen, p.cfg.InflightFactor) > p.cfg.SlowFactor*cost(other, p.cfg.InflightFactor) {
+		if p.worse(chosen, other, now) {
 			chosen = other
 		}
 	}
 	return track(chosen, info, a, len(eps), time.Duration(p.cfg.FailurePenalty))
 }
 
-// cost is the latency estimate (at least a microsecond, so that calls in
-// flight count before any answer) times 1 + f x calls in flight per unit
-// of weight.
-func cost(ep endpoint, f float64) float64 {
-	lat := max(float64(ep.stats.ewmaNs.Load()), 1e3)
-	return lat * (1 + f*float64(ep.stats.inflight.Load())/float64(ep.weight))
+// minStuck is the shortest silence that makes an instance with calls in
+// flight stuck: a pause of the client's own (GC) is far shorter.
+const minStuck = 20 * time.Millisecond
+
+// worse reports whether a should lose to b: it is stuck and b is not, or
+// it is slower by more than SlowFactor.
+func (p *p2cPicker) worse(a, b endpoint, now time.Duration) bool {
+	if stuckA, stuckB := p.stuck(a, now), p.stuck(b, now); stuckA != stuckB {
+		return stuckA
+	}
+	return float64(a.stats.ewmaNs.Load()) > p.cfg.SlowFactor*float64(b.stats.ewmaNs.Load())
+}
+
+// stuck: ep has calls in flight and has not answered for StuckFactor
+// times its latency estimate, at least minStuck.
+func (p *p2cPicker) stuck(ep endpoint, now time.Duration) bool {
+	if ep.stats.inflight.Load() == 0 {
+		return false
+	}
+	silence := now - time.Duration(ep.stats.lastAnswer.Load())
+	return silence > max(minStuck, time.Duration(p.cfg.StuckFactor*float64(ep.stats.ewmaNs.Load())))
 }
 
 // pickWeighted draws an index with probability proportional to weight,

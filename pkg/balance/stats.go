@@ -38,6 +38,9 @@ type stats struct {
 	// sampled: the estimate comes from the instance's own answers, not
 	// from its peers' (see seed).
 	sampled atomic.Bool
+	// lastAnswer is sinceEpoch at the instance's last answer (or failure
+	// it reported), and when it joined before any.
+	lastAnswer atomic.Int64
 }
 
 // seed gives an instance that has not answered yet the mean estimate of
@@ -67,6 +70,7 @@ type verdict int
 const (
 	ignored  verdict = iota // nothing: the caller gave up, or the attempt never reached the instance
 	answered                // an answer, whatever its code: its latency counts
+	atLeast                 // no answer when it ended: its time so far can only raise the estimate
 	failed                  // a failure of the instance: counts as at least the failure penalty
 )
 
@@ -89,7 +93,7 @@ func judge(di balancer.DoneInfo, c cut, callerHadTime bool) verdict {
 	case stalled:
 		return failed
 	case lost:
-		return answered // its time so far is a floor of its latency
+		return atLeast
 	}
 	if di.Err == nil {
 		if !di.BytesReceived {
@@ -104,7 +108,7 @@ func judge(di balancer.DoneInfo, c cut, callerHadTime bool) verdict {
 		if callerHadTime {
 			return failed
 		}
-		return answered // it took at least the caller's whole deadline
+		return atLeast // it took at least the caller's whole deadline
 	case codes.Unavailable, codes.ResourceExhausted:
 		return failed
 	}
@@ -137,9 +141,23 @@ func (r *pickRecord) finish(di balancer.DoneInfo, c cut) {
 		hadTime = r.deadline.Sub(now) > max(10*time.Millisecond, total/10)
 	}
 	sample := now.Sub(r.start)
-	switch judge(di, c, hadTime) {
+	v := judge(di, c, hadTime)
+	if v == answered || v == failed {
+		// To the millisecond: a store per answer would have every caller's
+		// goroutine write one shared word.
+		if t := int64(sinceEpoch()); t-st.lastAnswer.Load() > int64(time.Millisecond) {
+			st.lastAnswer.Store(t)
+		}
+	}
+	switch v {
 	case ignored:
 		return
+	case atLeast:
+		// A time with no answer is a lower bound: taken as a sample it
+		// would pull a slow instance's estimate down.
+		if st.sampled.Load() && int64(sample) <= st.ewmaNs.Load() {
+			return
+		}
 	case failed:
 		sample = max(sample, r.penalty)
 	}

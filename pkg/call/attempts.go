@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/rollcall/rollcall/pkg/balance"
 	"github.com/rollcall/rollcall/pkg/discovery/resolve"
@@ -53,6 +54,9 @@ type method struct {
 	hedge bool
 	fixed time.Duration // a fixed hedge delay; 0: adaptive
 	lat   latencies
+	// reply is the method's response type, learnt from the first call,
+	// for the answers of attempts after a call's first.
+	reply atomic.Pointer[protoreflect.MessageType]
 }
 
 // hedgeDelay is how long a call of m waits before hedging, and how long
@@ -114,17 +118,50 @@ func (c *caller) unary(ctx context.Context, method string, req, reply any, cc *g
 	if m == nil || !ok {
 		return c.rb.Explain(cc, invoker(ctx, method, req, reply, cc, opts...))
 	}
+	if m.reply.Load() == nil {
+		t := msg.ProtoReflect().Type()
+		m.reply.Store(&t)
+	}
+	if f := c.fleet.Load(); f != nil && f.Ready() == 1 {
+		// One instance: nothing to hedge to, no other to cut over to; the
+		// call goes as on a plain connection, and only a failure takes the
+		// way of extra attempts.
+		start := time.Now()
+		err := invoker(ctx, method, req, reply, cc, opts...)
+		now := time.Now()
+		if code := status.Code(err); code != codes.Unavailable {
+			if code != codes.Canceled {
+				m.lat.record(now.Sub(start), now)
+			}
+			return c.rb.Explain(cc, err)
+		}
+		k := c.get(ctx, m, method, req, msg, cc, invoker, opts)
+		k.begin()
+		err = k.afterFirst(err)
+		c.put(k)
+		return c.rb.Explain(cc, err)
+	}
+	k := c.get(ctx, m, method, req, msg, cc, invoker, opts)
+	err := k.run()
+	c.put(k)
+	return c.rb.Explain(cc, err)
+}
+
+func (c *caller) get(ctx context.Context, m *method, method string, req any, reply proto.Message, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts []grpc.CallOption) *idempotentCall {
 	k, _ := c.pool.Get().(*idempotentCall)
 	if k == nil {
 		k = newIdempotentCall(c)
 	}
-	k.ctx, k.m, k.method, k.req, k.reply, k.cc, k.invoker, k.opts = ctx, m, method, req, msg, cc, invoker, opts
-	err := k.run()
+	k.ctx, k.m, k.method, k.req, k.reply, k.cc, k.invoker, k.opts = ctx, m, method, req, reply, cc, invoker, opts
+	return k
+}
+
+// put returns k to the pool unless something of its call may still run.
+func (c *caller) put(k *idempotentCall) {
 	if k.reusable() {
 		k.ctx, k.req, k.reply, k.cc, k.invoker, k.opts = nil, nil, nil, nil, nil, nil
 		c.pool.Put(k)
 	}
-	return c.rb.Explain(cc, err)
 }
 
 // idempotentCall is one call of an idempotent method: its first attempt
@@ -148,7 +185,6 @@ type idempotentCall struct {
 	started  int
 	running  int
 	answered bool
-	winner   int
 	err      error
 	timerSet bool
 	async    bool // an attempt ran on a goroutine of its own
@@ -180,14 +216,21 @@ func (k *idempotentCall) reusable() bool {
 	return !k.async && !k.timerSet
 }
 
-func (k *idempotentCall) run() error {
-	k.started, k.running, k.answered, k.err, k.winner, k.timerSet, k.async = 1, 1, false, nil, 0, false, false
+// begin readies k for a call whose first attempt is starting.
+func (k *idempotentCall) begin() {
+	k.started, k.running, k.answered, k.err, k.timerSet, k.async = 1, 1, false, nil, false, false
 	first := &k.slots[0]
 	first.att.Reset()
+	first.att.OnStall = nil
 	first.running, first.stalled, first.cancel = true, false, nil
+}
+
+func (k *idempotentCall) run() error {
+	k.begin()
+	first := &k.slots[0]
 	ctx := k.ctx
 	start := time.Now()
-	if f := k.c.fleet.Load(); f == nil || f.Ready() > 1 {
+	if f := k.c.fleet.Load(); f == nil || f.Ready() != 0 {
 		// Only an attempt with another instance to go to is worth cutting
 		// or hedging; a cancellable context costs each call allocations.
 		ctx, first.cancel = context.WithCancelCause(ctx)
@@ -196,20 +239,24 @@ func (k *idempotentCall) run() error {
 			k.timerSet = true
 			k.timer.Reset(delay)
 		}
-	} else {
-		first.att.OnStall = nil
 	}
 	err := k.invoker(balance.WithAttempt(ctx, &first.att), k.method, k.req, k.reply, k.cc, k.opts...)
 	now := time.Now()
 	if first.cancel != nil {
 		first.cancel(nil)
 	}
-	if f := first.att.Fleet(); f != nil {
-		k.c.fleet.Store(f) // the balancer may have been rebuilt (idle mode)
+	if f := first.att.Fleet(); f != nil && f != k.c.fleet.Load() {
+		k.c.fleet.Store(f) // the first pick, or the balancer was rebuilt (idle mode)
 	}
 	if code := status.Code(err); code != codes.Canceled && code != codes.Unavailable || context.Cause(ctx) == errLost {
 		k.m.lat.record(now.Sub(start), now)
 	}
+	return k.afterFirst(err)
+}
+
+// afterFirst takes the first attempt's end (err) and returns the call's:
+// its own, or that of the attempt that answered.
+func (k *idempotentCall) afterFirst(err error) error {
 	if k.finished(0, err) {
 		return err
 	}
@@ -258,7 +305,7 @@ func (k *idempotentCall) finished(i int, err error) bool {
 
 // answer makes attempt i the call's answer and cuts the others.
 func (k *idempotentCall) answer(i int, err error) {
-	k.answered, k.winner, k.err = true, i, err
+	k.answered, k.err = true, err
 	if k.timerSet && k.timer.Stop() {
 		k.timerSet = false // stopped before it fired: nothing of it runs
 	}
@@ -295,13 +342,19 @@ func (k *idempotentCall) extra(kind string) bool {
 	}
 	s.att.OnStall = k.onStall
 	s.running, s.stalled = true, false
-	s.reply = k.reply.ProtoReflect().New().Interface()
+	s.reply = (*k.m.reply.Load()).New().Interface() // k.reply may be being written
 	s.header, s.trailer, s.peer = nil, nil, peer.Peer{}
 	var ctx context.Context
 	ctx, s.cancel = context.WithCancelCause(k.ctx)
 	opts := k.ownOutputs(s)
+	// The caller may reuse its request once the call returns, while this
+	// attempt, cut, may still be sending it.
+	req := k.req
+	if m, ok := req.(proto.Message); ok {
+		req = proto.Clone(m)
+	}
 	go func() {
-		err := k.invoker(balance.WithAttempt(ctx, &s.att), k.method, k.req, s.reply, k.cc, opts...)
+		err := k.invoker(balance.WithAttempt(ctx, &s.att), k.method, req, s.reply, k.cc, opts...)
 		s.cancel(nil)
 		k.finished(i, err)
 	}()

@@ -80,7 +80,9 @@ func (b *budget) withdraw() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	a, s := b.availableLocked()
-	if a < 1 || float64(s.extra.Load()+1) > b.ratio*float64(s.calls.Load())+b.perSecond {
+	// Within the current second the ratio holds too (with the window's
+	// floor, so that it bites only on busy connections).
+	if a < 1 || float64(s.extra.Load()+1) > b.ratio*float64(s.calls.Load())+b.perSecond*budgetWindow {
 		return false
 	}
 	s.extra.Add(1)

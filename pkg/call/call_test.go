@@ -26,14 +26,15 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m, etcdtest.IgnoredGoroutines()...)
 }
 
-func TestServiceConfigIsValidAndRetriesOnlyIdempotentMethods(t *testing.T) {
+// The default service config names the policy and health-checks the
+// service, and has no retry policy of gRPC's: retries are the
+// interceptor's, within its budget.
+func TestServiceConfigIsValidWithoutGRPCRetries(t *testing.T) {
 	var cfg struct {
 		LoadBalancingConfig []map[string]any
 		HealthCheckConfig   struct{ ServiceName string }
-		MethodConfig        []struct {
-			Name        []struct{ Service, Method string }
-			RetryPolicy struct{ MaxAttempts int }
-		}
+		MethodConfig        []any
+		RetryThrottling     any
 	}
 	sc := call.ServiceConfig("greeter", call.DefaultPolicy)
 	if err := json.Unmarshal([]byte(sc), &cfg); err != nil {
@@ -41,6 +42,9 @@ func TestServiceConfigIsValidAndRetriesOnlyIdempotentMethods(t *testing.T) {
 	}
 	if _, ok := cfg.LoadBalancingConfig[0][call.DefaultPolicy]; !ok || cfg.HealthCheckConfig.ServiceName != "greeter" {
 		t.Errorf("service config %s: want %s with health checks of service greeter", sc, call.DefaultPolicy)
+	}
+	if cfg.MethodConfig != nil || cfg.RetryThrottling != nil {
+		t.Errorf("service config %s: want no methodConfig (retry policy) and no retryThrottling", sc)
 	}
 	// grpc.NewClient parses the config: an invalid one fails here.
 	conn, err := grpc.NewClient("passthrough:///127.0.0.1:1", grpc.WithTransportCredentials(insecure.NewCredentials()),

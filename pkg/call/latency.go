@@ -2,6 +2,7 @@ package call
 
 import (
 	"math/bits"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,6 +31,8 @@ const (
 	minSamples   = 50
 	latencyBins  = 320
 	subBucketLog = 3 // 8 sub-buckets per doubling
+	sampleAbove  = 2000
+	sampleEvery  = 8
 )
 
 type histogram struct {
@@ -60,11 +63,17 @@ func bucketTop(i int) time.Duration {
 	return time.Duration((1<<subBucketLog+sub)<<(e-subBucketLog)) * time.Microsecond
 }
 
+// record adds one attempt's latency. Once the window holds enough samples
+// for a steady quantile, only one call in sampleEvery is recorded: the
+// counters are shared by every caller's goroutine.
 func (l *latencies) record(d time.Duration, now time.Time) {
 	if now.UnixNano() >= l.rotateAt.Load() {
 		l.rotate(now)
 	}
 	h := &l.windows[l.active.Load()]
+	if h.total.Load() >= sampleAbove && rand.Uint32N(sampleEvery) != 0 {
+		return
+	}
 	h.counts[bucketOf(d)].Add(1)
 	h.total.Add(1)
 }

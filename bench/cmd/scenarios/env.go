@@ -38,13 +38,16 @@ type env struct {
 	obs      *observer
 }
 
-// setup starts etcd and the instances and dials them.
-func setup(ctx context.Context, st stack, etcdBin string, etcdSize int, instances [][]string) (*env, error) {
+// setup starts etcd and the instances and dials them; with countAttempts
+// the client counts every attempt it sends (a stats handler, which costs
+// each call a little).
+func setup(ctx context.Context, st stack, etcdBin string, etcdSize int, instances [][]string, countAttempts bool) (*env, error) {
 	dir, err := os.MkdirTemp("", "rollcall-bench-")
 	if err != nil {
 		return nil, err
 	}
 	e := &env{st: st, dir: dir, greeters: map[string]*proc{}, obs: newObserver()}
+	e.obs.countAttempts = countAttempts
 	e.etcd = newEtcdCluster(etcdBin, filepath.Join(dir, "data"), dir, etcdSize)
 	if err := e.etcd.start(ctx); err != nil {
 		e.close()

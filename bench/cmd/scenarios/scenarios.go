@@ -28,7 +28,7 @@ type timing struct {
 }
 
 var (
-	full  = timing{warm: 2 * time.Second, after: 5 * time.Second, etcdDown: 10 * time.Second, scaleEvents: 20, bursts: 3, throughput: 14 * time.Second}
+	full  = timing{warm: 2 * time.Second, after: 5 * time.Second, etcdDown: 10 * time.Second, scaleEvents: 20, bursts: 3, throughput: 22 * time.Second}
 	smoke = timing{warm: time.Second, after: 2 * time.Second, etcdDown: 3 * time.Second, scaleEvents: 3, bursts: 1, throughput: 2 * time.Second}
 )
 
@@ -536,12 +536,12 @@ func runThroughput(ctx context.Context, e *env, t timing, r *result) error {
 	var ratios []float64
 	rate := func(c greeterv1.GreeterServiceClient) (float64, time.Duration, *recorder) {
 		l := startLoad(c, 32, time.Second)
-		time.Sleep(t.throughput / 7)
+		time.Sleep(t.throughput / throughputPairs)
 		elapsed := l.stop()
 		n, _, _, _, _ := l.rec.snapshot()
 		return float64(n) / elapsed.Seconds(), elapsed, l.rec
 	}
-	for pair := range 7 {
+	for pair := range throughputPairs {
 		var d, x float64
 		var de, xe time.Duration
 		var dr, xr *recorder
@@ -564,6 +564,11 @@ func runThroughput(ctx context.Context, e *env, t timing, r *result) error {
 	r.metric("ratio", ratios[len(ratios)/2])
 	return nil
 }
+
+// throughputPairs is how many pairs of rounds the throughput scenario
+// runs: the median of many short pairs is steadier than few long ones on
+// a machine whose speed drifts.
+const throughputPairs = 11
 
 func cpuTime() time.Duration {
 	var ru syscall.Rusage

@@ -59,8 +59,11 @@ func rollcallStack(bin, policy string) stack {
 			if err != nil {
 				return nil, err
 			}
-			return call.Dial(rb, service, append(opts[:len(opts):len(opts)], call.WithObserver(obs),
-				call.WithDialOptions(grpc.WithStatsHandler(obs)))...)
+			all := append(opts[:len(opts):len(opts)], call.WithObserver(obs))
+			if obs.countAttempts {
+				all = append(all, call.WithDialOptions(grpc.WithStatsHandler(obs)))
+			}
+			return call.Dial(rb, service, all...)
 		},
 	}
 }
@@ -78,11 +81,13 @@ func baselineStack(bin string) stack {
 			if err != nil {
 				return nil, err
 			}
-			return grpc.NewClient("etcd:///baseline/"+service,
-				grpc.WithResolvers(obs.wrap(b)),
-				grpc.WithStatsHandler(obs),
+			opts := []grpc.DialOption{grpc.WithResolvers(obs.wrap(b)),
 				grpc.WithTransportCredentials(insecure.NewCredentials()),
-				grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`))
+				grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`)}
+			if obs.countAttempts {
+				opts = append(opts, grpc.WithStatsHandler(obs))
+			}
+			return grpc.NewClient("etcd:///baseline/"+service, opts...)
 		},
 	}
 }
@@ -96,6 +101,9 @@ type observer struct {
 	count   int
 	at      time.Time
 	changed chan struct{}
+	// countAttempts: dial with the observer as a stats handler, which
+	// costs every call; only the scenarios that count attempts need it.
+	countAttempts bool
 	// sent counts attempts whose headers went to a server.
 	sent atomic.Int64
 	// watched, when set, is an address whose attempts triesTo returns.

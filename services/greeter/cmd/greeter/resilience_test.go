@@ -143,7 +143,7 @@ func TestIdempotentCallTakingMostOfItsDeadlineSucceeds(t *testing.T) {
 func TestHedgeIsAnsweredByAnotherInstance(t *testing.T) {
 	f := startFleet(t, 1, "-latency", "1h")
 	fast := startLoggingGreeter(t, "-listen", "127.0.0.1:0", "-id", "fast", "-etcd-endpoints", f.etcd.Endpoint())
-	fast.await(t, "registered in etcd", 1)
+	fastAddr := fast.await(t, "registered in etcd", 1)["addr"].(string)
 	rb, err := resolve.NewBuilder(f.etcd.Client())
 	if err != nil {
 		t.Fatal(err)
@@ -167,6 +167,17 @@ func TestHedgeIsAnsweredByAnotherInstance(t *testing.T) {
 	got, byID := callMany(client, 20, 4, 3*time.Second)
 	if got[codes.OK] != 20 || byID["fast"] != 20 {
 		t.Errorf("20 calls ended %v, answered by %v; want all OK from fast (extra attempts %v, refused %v)", got, byID, rec.extra, rec.denied)
+	}
+	// What the caller asked to learn of the call (peer, header) is the
+	// answering attempt's, not the cut one's.
+	for range 4 {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		var p peer.Peer
+		_, err := client.SayHello(ctx, &greeterv1.SayHelloRequest{Name: "peer"}, grpc.Peer(&p))
+		cancel()
+		if err != nil || p.Addr == nil || p.Addr.String() != fastAddr {
+			t.Errorf("call ended %v with peer %v; want the answering instance %s", err, p.Addr, fastAddr)
+		}
 	}
 }
 

@@ -1,0 +1,64 @@
+package balance
+
+import (
+	"testing"
+	"time"
+)
+
+// A new instance starts from the mean estimate of the instances that have
+// answered, not from zero (it would win every comparison) and its first
+// answer replaces that.
+func TestNewInstanceStartsFromItsPeersEstimate(t *testing.T) {
+	eps := make([]endpoint, 3)
+	for i := range eps {
+		st := &addrState{}
+		eps[i] = endpoint{weight: 1, state: st, stats: &st.stats}
+	}
+	eps[0].stats.observe(2 * time.Millisecond)
+	eps[1].stats.observe(4 * time.Millisecond)
+	seed(eps)
+	if got := time.Duration(eps[2].stats.ewmaNs.Load()); got != 3*time.Millisecond {
+		t.Errorf("new instance's estimate %v, want its peers' mean 3ms", got)
+	}
+	eps[2].stats.observe(10 * time.Millisecond)
+	if got := time.Duration(eps[2].stats.ewmaNs.Load()); got != 10*time.Millisecond {
+		t.Errorf("estimate after the first answer %v, want that answer's 10ms", got)
+	}
+}
+
+// An instance with calls in flight and no answer for a while (a
+// deadlocked handler) loses to one that answers, whatever its latency
+// estimate; a slow instance that answers loses by its latency.
+func TestStuckInstanceLosesTheComparison(t *testing.T) {
+	cfg, _ := parseP2CConfig(nil)
+	p := &p2cPicker{cfg: cfg.(*P2CConfig)}
+	now := time.Hour
+	ep := func(latency time.Duration, inflight int64, silence time.Duration) endpoint {
+		st := &addrState{}
+		st.stats.observe(latency)
+		st.stats.inflight.Store(inflight)
+		st.stats.lastAnswer.Store(int64(now - silence))
+		return endpoint{weight: 1, state: st, stats: &st.stats}
+	}
+	tests := []struct {
+		name string
+		a, b endpoint
+		want bool
+	}{
+		{"equal", ep(time.Millisecond, 10, 0), ep(time.Millisecond, 10, 0), false},
+		{"silent, nothing in flight", ep(time.Millisecond, 0, time.Minute), ep(time.Millisecond, 10, 0), false},
+		{"stuck, though faster", ep(time.Millisecond, 40, time.Second), ep(3*time.Millisecond, 10, 0), true},
+		{"the other stuck, though slower", ep(3*time.Millisecond, 10, 0), ep(time.Millisecond, 40, time.Second), false},
+		{"silent less than minStuck", ep(time.Millisecond, 5, 10*time.Millisecond), ep(time.Millisecond, 5, 0), false},
+		{"silent under 4x its latency, but slower", ep(100*time.Millisecond, 5, 300*time.Millisecond), ep(time.Millisecond, 5, 0), true},
+		{"slower by 10x, answering", ep(20*time.Millisecond, 2, 0), ep(2*time.Millisecond, 10, 0), true},
+		{"slower by 1.5x", ep(3*time.Millisecond, 10, 0), ep(2*time.Millisecond, 10, 0), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := p.worse(tt.a, tt.b, now); got != tt.want {
+				t.Errorf("worse = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
