@@ -22,6 +22,9 @@ const DefaultNamespace = "rollcall"
 const (
 	MaxValueBytes = 16 << 10
 	MaxLabels     = 64
+	// MaxWeight bounds a registered weight: one value written by hand
+	// must not take every call.
+	MaxWeight = 1 << 16
 )
 
 // Instance is one running copy of a service, as it is registered in etcd.
@@ -131,6 +134,9 @@ func (i Instance) Validate() error {
 	if n := len(i.Metadata.Labels); n > MaxLabels {
 		errs = append(errs, fmt.Errorf("instance %q has %d labels; at most %d", i.ID, n, MaxLabels))
 	}
+	if w := i.Metadata.Weight; w > MaxWeight {
+		errs = append(errs, fmt.Errorf("instance %q has weight %d; at most %d", i.ID, w, MaxWeight))
+	}
 	return errors.Join(errs...)
 }
 
@@ -203,6 +209,9 @@ func Decode(namespace, service, key string, value []byte) (Instance, error) {
 	}
 	if n := len(i.Metadata.Labels); n > MaxLabels {
 		return Instance{}, fmt.Errorf("key %s: %d labels; at most %d", shorten(key), n, MaxLabels)
+	}
+	if w := i.Metadata.Weight; w > MaxWeight {
+		return Instance{}, fmt.Errorf("key %s: weight %d; at most %d", shorten(key), w, MaxWeight)
 	}
 	return i, nil
 }

@@ -35,6 +35,7 @@ func TestDecodeRejectsBadValuesNamingTheKey(t *testing.T) {
 		{"delete op", "rollcall/greeter/a", `{"Op":1,"Addr":"127.0.0.1:1"}`, "Op 1"},
 		{"empty addr", "rollcall/greeter/a", `{"Op":0,"Addr":""}`, `invalid address ""`},
 		{"bad port", "rollcall/greeter/a", `{"Op":0,"Addr":"h:99999"}`, `invalid address "h:99999"`},
+		{"absurd weight", "rollcall/greeter/a", `{"Op":0,"Addr":"127.0.0.1:1","Metadata":{"weight":4000000000}}`, "weight 4000000000"},
 		{"oversize", "rollcall/greeter/a", `{"Op":0,"Addr":"127.0.0.1:1","x":"` + strings.Repeat("x", discovery.MaxValueBytes) + `"}`, "exceeds"},
 	}
 	for _, tt := range tests {

@@ -117,8 +117,8 @@ func (c Config) Validate() error {
 	if c.TTL < time.Second {
 		errs = append(errs, fmt.Errorf("invalid ttl %v: at least 1s", c.TTL))
 	}
-	if c.Weight > 1<<16 {
-		errs = append(errs, fmt.Errorf("invalid weight %d: at most 65536", c.Weight))
+	if c.Weight > discovery.MaxWeight {
+		errs = append(errs, fmt.Errorf("invalid weight %d: at most %d", c.Weight, discovery.MaxWeight))
 	}
 	if len(c.Labels) > discovery.MaxLabels {
 		errs = append(errs, fmt.Errorf("%d labels: at most %d", len(c.Labels), discovery.MaxLabels))
@@ -255,21 +255,27 @@ func (s *Server) Run(ctx context.Context) error {
 
 	select {
 	case err := <-served:
-		reg.Close(context.Background())
+		// The listener broke: stop in the usual order, which lets the
+		// calls on open connections finish.
+		if err == nil {
+			err = errors.New("server stopped")
+		}
+		again := make(chan error, 1)
+		again <- err
+		s.shutdown(reg, again, true)
 		return fmt.Errorf("serve %s: %w", s.lis.Addr(), err)
 	case <-reg.Done():
 		// etcd denied the registration: no client would ever find this
-		// instance, so stop and say why rather than serve unseen.
+		// instance, so stop and say why rather than serve unseen; in the
+		// usual order, for clients that found it before.
 		err := reg.State().Err
-		s.grpc.Stop()
-		<-served
-		revokeCtx, cancel := context.WithTimeout(context.Background(), RevokeTimeout)
-		defer cancel()
-		reg.Close(revokeCtx) // its lease, if granted, holds nothing we may keep
+		s.log.Error("etcd denies the registration: stopping; a key written before stays until its lease expires",
+			"key", reg.Key(), "ttl", s.cfg.TTL)
+		s.shutdown(reg, served, false)
 		return err
 	case <-ctx.Done():
 	}
-	return s.shutdown(reg, served)
+	return s.shutdown(reg, served, true)
 }
 
 func (s *Server) setServing(status healthpb.HealthCheckResponse_ServingStatus) {
@@ -285,12 +291,17 @@ func (s *Server) setServing(status healthpb.HealthCheckResponse_ServingStatus) {
 // drain delay and stop timeout to size their grace periods.
 const RevokeTimeout = 2 * time.Second
 
-// shutdown: NOT_SERVING, deregister, drain, graceful stop with a bound.
-func (s *Server) shutdown(reg *register.Registration, served <-chan error) error {
+// shutdown: NOT_SERVING, deregister (when revoke: etcd may refuse it),
+// drain, graceful stop with a bound. Every etcd call is bounded by
+// RevokeTimeout, so an unreachable etcd delays the stop by that at most.
+func (s *Server) shutdown(reg *register.Registration, served <-chan error, revoke bool) error {
 	s.log.Info("stopping: not serving, deregistering, draining", "drain", s.cfg.DrainDelay)
 	s.health.Shutdown() // every status NOT_SERVING: health-checking clients stop picking us
 	revokeCtx, cancelRevoke := context.WithTimeout(context.Background(), RevokeTimeout)
-	if err := reg.Close(revokeCtx); err != nil {
+	if !revoke {
+		cancelRevoke() // Close then only ends the registration's work
+	}
+	if err := reg.Close(revokeCtx); err != nil && revoke {
 		s.log.Warn("deregistering failed; the key expires with its lease", "err", err)
 	}
 	cancelRevoke()

@@ -221,8 +221,9 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	}
 }
 
-// A server whose etcd user may not write its service's keys stops at once
-// and says why, instead of serving where no client can find it.
+// A server whose etcd user may not write its service's keys stops once
+// etcd has refused for a lease TTL (a role being edited is granted again
+// within it), and says why, instead of serving where no client can find it.
 func TestRunStopsWhenEtcdDeniesTheRegistration(t *testing.T) {
 	srv := etcdtest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

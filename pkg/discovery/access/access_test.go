@@ -161,3 +161,93 @@ func TestGrantsRejectBadNames(t *testing.T) {
 		t.Fatalf("err %v, want one naming %q", err, "Bad Name")
 	}
 }
+
+// A process with an etcd user that starts while etcd is down gets its
+// client at once and registers when etcd comes back, as a process without
+// auth does, instead of failing at start.
+func TestAuthenticatedProcessStartsWhileEtcdIsDown(t *testing.T) {
+	srv := etcdtest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	greeterSvc := access.Service{Name: "greeter"}
+	if err := access.Apply(ctx, srv.Client(), greeterSvc, "secret-greeter"); err != nil {
+		t.Fatal(err)
+	}
+	if err := access.Enable(ctx, srv.Client(), "secret-root"); err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop()
+
+	c, err := login(t, srv, greeterSvc.User(), "secret-greeter")
+	if err != nil {
+		t.Fatalf("etcd client with a user while etcd is down: %v; want one that logs in later", err)
+	}
+	r, err := register.New(c, discovery.Instance{Service: "greeter", ID: "g1", Addr: "127.0.0.1:1"}, register.WithLogger(quiet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close(ctx)
+	srv.Start()
+	if st := awaitSettled(t, r); st.Phase != register.Registered {
+		t.Fatalf("phase %v (err %v) once etcd is back, want registered", st.Phase, st.Err)
+	}
+}
+
+// Operators edit a role by revoking and granting again: a registration
+// refused meanwhile keeps trying and comes back, rather than giving up at
+// the first refusal.
+func TestRegistrationOutlivesARoleBeingEdited(t *testing.T) {
+	srv := etcdtest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	greeterSvc := access.Service{Name: "greeter"}
+	if err := access.Apply(ctx, srv.Client(), greeterSvc, "secret-greeter"); err != nil {
+		t.Fatal(err)
+	}
+	if err := access.Enable(ctx, srv.Client(), "secret-root"); err != nil {
+		t.Fatal(err)
+	}
+	root, err := login(t, srv, "root", "secret-root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	asGreeter, err := login(t, srv, greeterSvc.User(), "secret-greeter")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := register.New(asGreeter, discovery.Instance{Service: "greeter", ID: "g1", Addr: "127.0.0.1:1"},
+		register.WithLogger(quiet), register.WithTTL(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close(ctx)
+	if st := awaitSettled(t, r); st.Phase != register.Registered {
+		t.Fatalf("phase %v (err %v), want registered", st.Phase, st.Err)
+	}
+
+	// The edit: the role loses its permission, and the key must be
+	// written again meanwhile.
+	prefix := discovery.Prefix(discovery.DefaultNamespace, "greeter")
+	if _, err := root.RoleRevokePermission(ctx, greeterSvc.User(), prefix, clientv3.GetPrefixRangeEnd(prefix)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := root.Delete(ctx, r.Key()); err != nil {
+		t.Fatal(err)
+	}
+	for st, changed := r.Watch(); st.Err == nil || !strings.Contains(st.Err.Error(), "permission denied"); st, changed = r.Watch() {
+		if st.Phase == register.Denied {
+			t.Fatalf("denied at once: %v", st.Err)
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			t.Fatalf("the registration never saw the refusal; state %+v", st)
+		}
+	}
+	if err := access.Apply(ctx, root, greeterSvc, "secret-greeter"); err != nil {
+		t.Fatal(err)
+	}
+	if st := awaitSettled(t, r); st.Phase != register.Registered {
+		t.Fatalf("phase %v (err %v) after the role was granted again, want registered", st.Phase, st.Err)
+	}
+}

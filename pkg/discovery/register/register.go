@@ -37,8 +37,9 @@ const (
 	Retrying
 	// Closed: Close was called; the lease is revoked or left to expire.
 	Closed
-	// Denied: etcd refused the key for good: the etcd user's role may not
-	// write it. Err says so; nothing is retried. See docs/security.md.
+	// Denied: etcd refused the key for a whole lease TTL: the etcd user's
+	// role may not write it. Err says so; nothing more is tried. See
+	// docs/security.md.
 	Denied
 )
 
@@ -259,12 +260,14 @@ func (r *Registration) run(ctx context.Context) {
 
 	bo := backoff.Backoff{Base: minBackoff, Max: maxBackoff}
 	var stale clientv3.LeaseID // a previous lease to revoke once the key has moved off it
+	var deniedSince time.Time  // when etcd began refusing, zero while it does not
 	for {
 		lease, rev, err := r.write(ctx)
 		if err == nil {
 			if stale != clientv3.NoLease {
 				r.revokeStale(ctx, stale)
 			}
+			deniedSince = time.Time{}
 			r.setState(Registered, lease, nil)
 			err = r.hold(ctx, lease, rev, reconnected)
 			stale = lease
@@ -276,10 +279,20 @@ func (r *Registration) run(ctx context.Context) {
 		if errors.Is(err, rpctypes.ErrPermissionDenied) {
 			err = fmt.Errorf("etcd denies this instance's etcd user access to %s: its role needs readwrite on prefix %q: %w",
 				r.key, strings.TrimSuffix(r.key, r.inst.ID), err)
-			r.setState(Denied, clientv3.NoLease, err)
-			r.log.Error("registration denied by etcd", "err", err)
-			r.cancel() // ends the reconnect watcher, so Done closes
-			return
+			// Operators edit a role by revoking and granting again: only a
+			// refusal that lasts a lease TTL is final.
+			if deniedSince.IsZero() {
+				deniedSince = time.Now()
+				r.log.Warn("etcd denies the registration; trying again for a lease TTL in case the role is being edited",
+					"err", err, "ttl", r.ttl)
+			} else if time.Since(deniedSince) >= r.ttl {
+				r.setState(Denied, clientv3.NoLease, err)
+				r.log.Error("registration denied by etcd", "err", err, "for", time.Since(deniedSince).Round(time.Millisecond))
+				r.cancel() // ends the reconnect watcher, so Done closes
+				return
+			}
+		} else {
+			deniedSince = time.Time{}
 		}
 		r.setState(Retrying, clientv3.NoLease, err)
 		r.log.Debug("registration attempt failed", "err", err)

@@ -49,6 +49,7 @@ func TestGarbageUnderThePrefixIsSkippedCheaply(t *testing.T) {
 		`{"Op":1,"Addr":"127.0.0.1:80"}`,
 		`{"Op":0,"Addr":"127.0.0.1:80","Metadata":{"labels":{` + strings.Join(absurdLabels, ",") + `}}}`,
 		`{"Op":0,"Addr":"127.0.0.1:80","Metadata":{"version":"` + strings.Repeat("v", 20000) + `"}}`,
+		`{"Op":0,"Addr":"127.0.0.1:80","Metadata":{"weight":4000000000}}`, // would take every call
 	}
 	const keys = 3000 // many list pages
 	for batch := 0; batch < keys; batch += 100 {

@@ -41,5 +41,8 @@ func run() error {
 	defer cleanup()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// A second signal ends the process at once: the orderly stop the first
+	// one began may be waiting on etcd or on calls.
+	context.AfterFunc(ctx, stop)
 	return c.Run(ctx)
 }
