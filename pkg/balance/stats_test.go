@@ -1,8 +1,12 @@
 package balance
 
 import (
+	"context"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/balancer"
+	"google.golang.org/grpc/serviceconfig"
 )
 
 // A new instance starts from the mean estimate of the instances that have
@@ -58,6 +62,45 @@ func TestStuckInstanceLosesTheComparison(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := p.worse(tt.a, tt.b, now); got != tt.want {
 				t.Errorf("worse = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// When every instance's heartbeat has stopped, both policies spread calls
+// over all of them rather than send everything to one.
+func TestEveryInstanceStalledSpreadsCalls(t *testing.T) {
+	for _, policy := range []struct {
+		name string
+		new  func([]endpoint, serviceconfig.LoadBalancingConfig) balancer.Picker
+	}{{P2CEWMA, newP2CPicker}, {Weighted, newWeightedPicker}} {
+		t.Run(policy.name, func(t *testing.T) {
+			eps := make([]endpoint, 3)
+			for i := range eps {
+				st := &addrState{}
+				l := &liveness{}
+				l.beating.Store(true) // and no heartbeat since the epoch: stalled
+				st.liveness.Store(l)
+				eps[i] = endpoint{picker: readyPicker{}, weight: 1, state: st, stats: &st.stats}
+			}
+			if !eps[0].isStalled(sinceEpoch() + time.Second) {
+				t.Fatal("the test's instances do not look stalled")
+			}
+			p := policy.new(eps, nil)
+			picked := map[*addrState]int{}
+			for range 300 {
+				a := &Attempt{}
+				res, err := p.Pick(balancer.PickInfo{Ctx: WithAttempt(context.Background(), a)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				res.Done(balancer.DoneInfo{})
+				picked[a.picked.Load()]++
+			}
+			for i, ep := range eps {
+				if n := picked[ep.state]; n < 50 {
+					t.Errorf("instance %d got %d of 300 picks; want them spread over all three", i, n)
+				}
 			}
 		})
 	}

@@ -162,10 +162,11 @@ func TestGrantsRejectBadNames(t *testing.T) {
 	}
 }
 
-// A process with an etcd user that starts while etcd is down gets its
-// client at once and registers when etcd comes back, as a process without
-// auth does, instead of failing at start.
-func TestAuthenticatedProcessStartsWhileEtcdIsDown(t *testing.T) {
+// startWithGreeterUser starts etcd with auth on, a root user whose
+// password is "secret-root", and a user for the greeter service whose
+// password is "secret-greeter".
+func startWithGreeterUser(t *testing.T) (*etcdtest.Server, access.Service) {
+	t.Helper()
 	srv := etcdtest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -176,6 +177,16 @@ func TestAuthenticatedProcessStartsWhileEtcdIsDown(t *testing.T) {
 	if err := access.Enable(ctx, srv.Client(), "secret-root"); err != nil {
 		t.Fatal(err)
 	}
+	return srv, greeterSvc
+}
+
+// A process with an etcd user that starts while etcd is down gets its
+// client at once and registers when etcd comes back, as a process without
+// auth does, instead of failing at start.
+func TestAuthenticatedProcessStartsWhileEtcdIsDown(t *testing.T) {
+	srv, greeterSvc := startWithGreeterUser(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	srv.Stop()
 
 	c, err := login(t, srv, greeterSvc.User(), "secret-greeter")
@@ -197,16 +208,9 @@ func TestAuthenticatedProcessStartsWhileEtcdIsDown(t *testing.T) {
 // refused meanwhile keeps trying and comes back, rather than giving up at
 // the first refusal.
 func TestRegistrationOutlivesARoleBeingEdited(t *testing.T) {
-	srv := etcdtest.Start(t)
+	srv, greeterSvc := startWithGreeterUser(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	greeterSvc := access.Service{Name: "greeter"}
-	if err := access.Apply(ctx, srv.Client(), greeterSvc, "secret-greeter"); err != nil {
-		t.Fatal(err)
-	}
-	if err := access.Enable(ctx, srv.Client(), "secret-root"); err != nil {
-		t.Fatal(err)
-	}
 	root, err := login(t, srv, "root", "secret-root")
 	if err != nil {
 		t.Fatal(err)
