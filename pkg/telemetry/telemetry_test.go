@@ -184,17 +184,30 @@ func TestMetricsOfServersAndClientThroughEtcd(t *testing.T) {
 	health, lists := client(t, etcd, caller)
 	awaitLen(t, lists, 2)
 
-	const calls = 10
-	for range calls {
+	// Calls until each server has answered some: the balancer picks by
+	// latency, so ten calls may all go to one of them.
+	check := []string{"grpc_service", "grpc.health.v1.Health", "grpc_method", "Check"}
+	calls := 0
+	deadline := time.Now().Add(20 * time.Second)
+	for served := 0; served < len(servers); {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_, err := health.Check(ctx, &healthpb.HealthCheckRequest{Service: "greeter"}, grpc.WaitForReady(true))
 		cancel()
 		if err != nil {
 			t.Fatal(err)
 		}
+		calls++
+		served = 0
+		for _, tel := range servers {
+			if n, _ := sum(scrape(t, tel), "grpc_server_handled_total", append(check, "grpc_code", "OK")...); n > 0 {
+				served++
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %d calls, %d of %d servers answered any", calls, served, len(servers))
+		}
 	}
 
-	check := []string{"grpc_service", "grpc.health.v1.Health", "grpc_method", "Check"}
 	var handled float64
 	for _, tel := range servers {
 		m := scrape(t, tel)
@@ -209,15 +222,15 @@ func TestMetricsOfServersAndClientThroughEtcd(t *testing.T) {
 		awaitMetric(t, tel, 1, "rollcall_discovery_registration_state", "service", "greeter", "state", "registered")
 		awaitMetric(t, tel, 0, "rollcall_discovery_registration_state", "service", "greeter", "state", "retrying")
 	}
-	if handled != calls {
+	if handled != float64(calls) {
 		t.Errorf("servers handled %v Check calls with OK, want %d", handled, calls)
 	}
 
 	m := scrape(t, caller)
-	if got, _ := sum(m, "grpc_client_handled_total", append(check, "grpc_code", "OK")...); got != calls {
+	if got, _ := sum(m, "grpc_client_handled_total", append(check, "grpc_code", "OK")...); got != float64(calls) {
 		t.Errorf("client counted %v Check calls with OK, want %d", got, calls)
 	}
-	if got, _ := sum(m, "grpc_client_handling_seconds_count", check...); got != calls {
+	if got, _ := sum(m, "grpc_client_handling_seconds_count", check...); got != float64(calls) {
 		t.Errorf("client latency histogram holds %v calls, want %d", got, calls)
 	}
 	if got, _ := sum(m, "rollcall_discovery_resolver_endpoints", "service", "greeter"); got != 2 {
