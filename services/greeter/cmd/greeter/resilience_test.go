@@ -151,8 +151,10 @@ func TestHedgeIsAnsweredByAnotherInstance(t *testing.T) {
 	// rollcall_weighted sends every other call to the instance that never
 	// answers; its deadline (3 s) is far below that instance's latency.
 	rec := newRecorder()
+	// Every other call needs a hedge: far more than the default budget
+	// allows, which is not what this test is about.
 	conn, err := call.Dial(rb, "greeter", call.WithPolicy(balance.Weighted), call.WithObserver(rec),
-		call.WithHedgeDelay("/greeter.v1.GreeterService/SayHello", 50*time.Millisecond))
+		call.WithHedgeDelay("/greeter.v1.GreeterService/SayHello", 50*time.Millisecond), call.WithRetryBudget(1, 100))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,7 +213,7 @@ func TestAttemptsOnAStalledInstanceMoveElsewhere(t *testing.T) {
 	// Hedging off, so only the stall can move a call; rollcall_weighted
 	// sends every third call to the stopped instance until its heartbeat
 	// is overdue.
-	client := f.dial(t, call.WithPolicy(balance.Weighted), call.WithoutHedging(), call.WithObserver(rec))
+	client := f.dial(t, call.WithPolicy(balance.Weighted), call.WithoutHedging(), call.WithObserver(rec), call.WithRetryBudget(1, 100))
 	stopped := f.greeters[1].cmd.Process
 	if err := stopped.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
