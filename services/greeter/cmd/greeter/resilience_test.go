@@ -85,13 +85,20 @@ var startedLine = regexp.MustCompile(`grpc_server_started_total\{grpc_method="Sa
 func (f *fleet) served(t *testing.T) int {
 	t.Helper()
 	total := 0
-	for _, addr := range f.metrics {
-		if m := startedLine.FindStringSubmatch(scrape(t, addr)); m != nil {
-			n, _ := strconv.Atoi(m[1])
-			total += n
-		}
+	for i := range f.metrics {
+		total += f.servedBy(t, i)
 	}
 	return total
+}
+
+// servedBy is served for the i-th greeter alone.
+func (f *fleet) servedBy(t *testing.T, i int) int {
+	t.Helper()
+	if m := startedLine.FindStringSubmatch(scrape(t, f.metrics[i])); m != nil {
+		n, _ := strconv.Atoi(m[1])
+		return n
+	}
+	return 0
 }
 
 // callMany makes n SayHello calls from workers goroutines, each with its
@@ -208,26 +215,41 @@ func (r *recorder) Denied(_, kind string) {
 // heartbeat stops and answered by another instance, well within their
 // deadline; without that they would wait out the deadline.
 func TestAttemptsOnAStalledInstanceMoveElsewhere(t *testing.T) {
-	f := startFleet(t, 3)
+	f := startFleet(t, 3, "-latency", "2s") // calls stay in flight long enough to be caught
 	rec := newRecorder()
 	// Hedging off, so only the stall can move a call; rollcall_weighted
-	// sends every third call to the stopped instance until its heartbeat
-	// is overdue.
+	// sends every third call to g2.
 	client := f.dial(t, call.WithPolicy(balance.Weighted), call.WithoutHedging(), call.WithObserver(rec), call.WithRetryBudget(1, 100))
+	before := f.servedBy(t, 1)
+	type result struct {
+		codes map[codes.Code]int
+		byID  map[string]int
+	}
+	done := make(chan result, 1)
+	go func() {
+		got, byID := callMany(client, 9, 9, 20*time.Second)
+		done <- result{got, byID}
+	}()
+	// Once g2 has calls in flight, stop it.
+	for deadline := time.Now().Add(20 * time.Second); f.servedBy(t, 1) < before+3; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("g2 never had 3 calls in flight")
+		}
+	}
 	stopped := f.greeters[1].cmd.Process
 	if err := stopped.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
 	defer stopped.Signal(syscall.SIGCONT)
 	awaitStopped(t, stopped.Pid)
-	got, byID := callMany(client, 9, 9, 10*time.Second)
-	if got[codes.OK] != 9 || byID["g2"] != 0 {
-		t.Errorf("9 calls after SIGSTOP of g2 ended %v, answered by %v; want all OK, none by g2", got, byID)
+	r := <-done
+	if r.codes[codes.OK] != 9 || r.byID["g2"] != 0 {
+		t.Errorf("9 calls, 3 of them caught on g2 by SIGSTOP, ended %v, answered by %v; want all OK, none by g2", r.codes, r.byID)
 	}
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
-	if rec.extra[call.KindStall] == 0 {
-		t.Errorf("extra attempts %v: want some of kind %q", rec.extra, call.KindStall)
+	if rec.extra[call.KindStall] < 3 {
+		t.Errorf("extra attempts %v: want 3 of kind %q", rec.extra, call.KindStall)
 	}
 }
 
