@@ -73,7 +73,11 @@ func setup(ctx context.Context, st stack, etcdBin string, etcdSize int, instance
 		e.close()
 		return nil, err
 	}
-	return e, e.awaitServed(e.order...)
+	if err := e.awaitServed(e.order...); err != nil {
+		e.close() // every process it started, by PID
+		return nil, err
+	}
+	return e, nil
 }
 
 // awaitServed calls until every id's server has started a call, as its
