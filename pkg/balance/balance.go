@@ -119,7 +119,7 @@ func (lb *loadAware) state(addr string) *addrState {
 	defer lb.mu.Unlock()
 	st, ok := lb.byAddr[addr]
 	if !ok {
-		st = &addrState{}
+		st = &addrState{lb: lb}
 		st.stats.lastAnswer.Store(int64(sinceEpoch())) // silence counts from its arrival
 		lb.byAddr[addr] = st
 	}

@@ -80,9 +80,13 @@ func (l *liveness) run(ctx context.Context, client healthpb.HealthClient) {
 				if err != nil {
 					break
 				}
-				l.last.Store(int64(sinceEpoch()))
+				now := sinceEpoch()
+				prev := time.Duration(l.last.Swap(int64(now)))
 				if resp.GetStatus() != healthpb.HealthCheckResponse_SERVICE_UNKNOWN {
 					l.beating.Store(true)
+				}
+				if st := l.onStall.Load(); st != nil && prev != 0 && now-prev > stallAfter {
+					st.resumed() // beating again after a stall
 				}
 				if l.beating.Load() && ctx.Err() == nil {
 					l.arm(stallAfter)

@@ -26,6 +26,7 @@ const (
 type addrState struct {
 	stats    stats
 	liveness atomic.Pointer[liveness]
+	lb       *loadAware // the balancer that keeps it
 
 	mu       sync.Mutex
 	inflight *Attempt // list of cuttable attempts, linked through Attempt.next
@@ -61,6 +62,28 @@ func seed(eps []endpoint) {
 		if !ep.stats.sampled.Load() {
 			ep.stats.ewmaNs.CompareAndSwap(0, sum/n)
 		}
+	}
+}
+
+// resumed: st beats again after a stall. What its estimate learnt from the
+// attempts the stall held says nothing of it now: it starts again from its
+// peers' estimate, as a new instance does.
+func (st *addrState) resumed() {
+	if st.lb == nil {
+		return
+	}
+	st.lb.mu.Lock()
+	var sum, n int64
+	for _, peer := range st.lb.byAddr {
+		if peer != st && peer.stats.sampled.Load() {
+			sum += peer.stats.ewmaNs.Load()
+			n++
+		}
+	}
+	st.lb.mu.Unlock()
+	if n > 0 {
+		st.stats.ewmaNs.Store(sum / n)
+		st.stats.sampled.Store(false)
 	}
 }
 
