@@ -1,6 +1,7 @@
 package etcdtest
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -15,7 +16,7 @@ import (
 // Proxy forwards a 127.0.0.1 port to a Server, so that a test can cut one
 // client off from etcd while etcd itself stays up (a partition).
 type Proxy struct {
-	t      testing.TB
+	t      testing.TB // nil unless made by NewProxy
 	ln     net.Listener
 	target string
 
@@ -28,24 +29,41 @@ type Proxy struct {
 // NewProxy starts a proxy to s and stops it when the test ends.
 func NewProxy(t testing.TB, s *Server) *Proxy {
 	t.Helper()
+	p, err := ListenProxy(s.clientURL.Host)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	p.t = t
+	t.Cleanup(p.Close)
+	return p
+}
+
+// ListenProxy starts a proxy on a free 127.0.0.1 port to the etcd client
+// address target (host:port), for programs that are not tests (the
+// bench's outage scenarios). Stop it with Close.
+func ListenProxy(target string) (*Proxy, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatalf("proxy listen: %v", err)
+		return nil, fmt.Errorf("proxy listen: %w", err)
 	}
-	p := &Proxy{t: t, ln: ln, target: s.clientURL.Host, conns: map[net.Conn]struct{}{}}
+	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
 	p.wg.Go(p.accept)
-	t.Cleanup(func() {
-		ln.Close()
-		p.Cut()
-		p.wg.Wait()
-	})
-	return p
+	return p, nil
+}
+
+// Close stops accepting, cuts every proxied connection and waits for
+// the proxy's goroutines.
+func (p *Proxy) Close() {
+	p.ln.Close()
+	p.Cut()
+	p.wg.Wait()
 }
 
 // Endpoint is the address clients of the proxy dial.
 func (p *Proxy) Endpoint() string { return "http://" + p.ln.Addr().String() }
 
-// Client returns a client that reaches etcd through the proxy.
+// Client returns a client that reaches etcd through the proxy; only for
+// a proxy made by NewProxy.
 func (p *Proxy) Client() *clientv3.Client {
 	p.t.Helper()
 	c, err := discovery.NewEtcdClient(clientv3.Config{Endpoints: []string{p.Endpoint()}, Logger: zap.NewNop()})

@@ -265,12 +265,18 @@ func (s *Server) Run(ctx context.Context) error {
 		s.shutdown(reg, again, true)
 		return fmt.Errorf("serve %s: %w", s.lis.Addr(), err)
 	case <-reg.Done():
-		// etcd denied the registration: no client would ever find this
-		// instance, so stop and say why rather than serve unseen; in the
-		// usual order, for clients that found it before.
-		err := reg.State().Err
-		s.log.Error("etcd denies the registration: stopping; a key written before stays until its lease expires",
-			"key", reg.Key(), "ttl", s.cfg.TTL)
+		// etcd denied the registration, or another live process holds
+		// this instance's ID: no client would find this instance, so stop
+		// and say why rather than serve unseen; in the usual order, for
+		// clients that found it before.
+		st := reg.State()
+		err := st.Err
+		if st.Phase == register.Denied {
+			s.log.Error("etcd denies the registration: stopping; a key written before stays until its lease expires",
+				"key", reg.Key(), "ttl", s.cfg.TTL)
+		} else {
+			s.log.Error("the registration stopped: stopping", "key", reg.Key(), "err", err)
+		}
 		s.shutdown(reg, served, false)
 		return err
 	case <-ctx.Done():

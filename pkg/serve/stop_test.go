@@ -54,4 +54,5 @@ func (f onRegistered) RegistrationChanged(_ *register.Registration, st register.
 	}
 }
 
-func (onRegistered) RegistrationEtcdError(*register.Registration, string, error) {}
+func (onRegistered) RegistrationEtcdError(*register.Registration, string, error)     {}
+func (onRegistered) RegistrationConflict(*register.Registration, discovery.Instance) {}

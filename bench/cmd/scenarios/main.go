@@ -33,7 +33,12 @@ func run() error {
 	short := flag.Bool("smoke", false, "a few seconds per scenario, for CI")
 	stacks := flag.String("stacks", "rollcall,baseline", "stacks to run: rollcall, rollcall/<policy>, baseline")
 	bin := flag.String("bin", "bin", "directory with etcd, greeter and baseline-greeter")
+	var worker herdWorker
+	isWorker := worker.flags(flag.CommandLine)
 	flag.Parse()
+	if *isWorker {
+		return worker.run()
+	}
 
 	t := full
 	if *short {
@@ -52,14 +57,19 @@ func run() error {
 			return fmt.Errorf("unknown stack %q: want rollcall or baseline", name)
 		}
 	}
-	selected := scenarios
+	selected, alone := scenarios, aloneScenarios
 	if *only != "" {
-		selected = nil
+		selected, alone = nil, nil
 		for _, name := range strings.Split(*only, ",") {
 			found := false
 			for _, s := range scenarios {
 				if s.name == name {
 					selected, found = append(selected, s), true
+				}
+			}
+			for _, s := range aloneScenarios {
+				if s.name == name {
+					alone, found = append(alone, s), true
 				}
 			}
 			if !found {
@@ -101,6 +111,14 @@ func run() error {
 			out.Encode(r)
 			results = append(results, r)
 		}
+	}
+	for _, sc := range alone {
+		r := result{Scenario: sc.name, Stack: "rollcall"}
+		if err := sc.run(ctx, *bin, *short, &r); err != nil {
+			r.Error = err.Error()
+		}
+		out.Encode(r)
+		results = append(results, r)
 	}
 	missed := printTable(os.Stdout, results) + printBalanceTable(os.Stdout, results)
 	if missed > 0 {

@@ -98,6 +98,17 @@ var scenarios = []scenario{
 	{"errors", 1, 3, [][]string{notFound(fast), notFound(fast), notFound(slow)}, true, runErrors},
 }
 
+// aloneScenario starts its own processes rather than a stack's greeters
+// and client; it runs once, for rollcall.
+type aloneScenario struct {
+	name string
+	run  func(ctx context.Context, bin string, short bool, r *result) error
+}
+
+var aloneScenarios = []aloneScenario{
+	{"herd", runHerd},
+}
+
 // slowAnswer is an instance answering after d, a large share of the
 // load's 1 s deadline.
 func slowAnswer(d string) []string { return []string{"-latency", d} }

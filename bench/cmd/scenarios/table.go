@@ -60,6 +60,12 @@ var targets = map[string]target{
 	}},
 	"etcd-down":  {"0 failed; re-registered <= 2 s, and still a TTL later", reregistered},
 	"etcd-wiped": {"0 failed; re-registered <= 2 s, and still a TTL later", reregistered},
+	"herd": {"every key written again <= 2 s after etcd returns", func(r result) (string, bool) {
+		ms := r.Metrics["reregister_ms"]
+		return fmt.Sprintf("%.0f registrations, %.0f resolvers: written again in %.0f ms; peak %.0f requests/s after the return (steady %.0f/s)",
+				r.Metrics["registrations"], r.Metrics["resolvers"], ms, r.Metrics["peak_requests_per_second"], r.Metrics["steady_requests_per_second"]),
+			r.Error == "" && ms >= 0 && ms <= 2000
+	}},
 	"etcd-leader": {"0 failed; 0 registrations lost", func(r result) (string, bool) {
 		f, ok := failedCalls(r)
 		lost := r.Metrics["registrations_lost"]

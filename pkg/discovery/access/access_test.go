@@ -255,3 +255,40 @@ func TestRegistrationOutlivesARoleBeingEdited(t *testing.T) {
 		t.Fatalf("phase %v (err %v) after the role was granted again, want registered", st.Phase, st.Err)
 	}
 }
+
+// A lease granted for a key etcd then refuses is revoked at once, not
+// left in etcd for its TTL.
+func TestRefusedWriteLeavesNoLease(t *testing.T) {
+	srv, greeterSvc := startWithGreeterUser(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	root, err := login(t, srv, "root", "secret-root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	asGreeter, err := login(t, srv, greeterSvc.User(), "secret-greeter")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A service the greeter's role may not write.
+	r, err := register.New(asGreeter, discovery.Instance{Service: "billing", ID: "b1", Addr: "127.0.0.1:1"},
+		register.WithLogger(quiet), register.WithTTL(30*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close(ctx)
+	for st, changed := r.Watch(); st.Err == nil || !strings.Contains(st.Err.Error(), "permission denied"); st, changed = r.Watch() {
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			t.Fatalf("the registration never saw the refusal; state %+v", st)
+		}
+	}
+	leases, err := root.Leases(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(leases.Leases) != 0 {
+		t.Errorf("%d leases left in etcd after refused writes, want 0", len(leases.Leases))
+	}
+}

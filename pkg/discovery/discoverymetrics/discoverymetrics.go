@@ -23,6 +23,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/rollcall/rollcall/pkg/discovery"
 	"github.com/rollcall/rollcall/pkg/discovery/register"
 	"github.com/rollcall/rollcall/pkg/discovery/resolve"
 )
@@ -38,6 +39,7 @@ type Metrics struct {
 	endpoints       *prometheus.GaugeVec
 	restarts        *prometheus.CounterVec
 	etcdErrors      *prometheus.CounterVec
+	conflicts       *prometheus.CounterVec
 
 	mu     sync.Mutex
 	phases map[*register.Registration]register.Phase // of registrations not closed
@@ -48,7 +50,7 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		state: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "registration_state",
-			Help: "Registrations of this process in each state: registering, registered (key in etcd under a live lease), retrying (writing it again), denied (etcd refused the key for good).",
+			Help: "Registrations of this process in each state: registering, registered (key in etcd under a live lease), retrying (writing it again), denied (etcd refused the key for good), duplicate (another live process holds its instance ID).",
 		}, []string{"service", "state"}),
 		reregistrations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "reregistrations_total",
@@ -70,9 +72,13 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			Namespace: namespace, Name: "etcd_errors_total",
 			Help: "etcd calls of discovery that failed, by operation: grant, put, keepalive, get (registration); list, watch (resolver).",
 		}, []string{"service", "op"}),
+		conflicts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "registration_conflicts_total",
+			Help: "Times another process wrote this process's registration key with another address: two processes share an instance ID.",
+		}, []string{"service"}),
 		phases: map[*register.Registration]register.Phase{},
 	}
-	for _, c := range []prometheus.Collector{m.state, m.reregistrations, m.updates, m.endpoints, m.restarts, m.etcdErrors} {
+	for _, c := range []prometheus.Collector{m.state, m.reregistrations, m.updates, m.endpoints, m.restarts, m.etcdErrors, m.conflicts} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register discovery metrics: %w", err)
 		}
@@ -90,7 +96,7 @@ func (m *Metrics) ResolveOption() resolve.Option { return resolve.WithObserver(r
 type registrations struct{ m *Metrics }
 
 // phases that the state gauge shows; a closed registration leaves it.
-var phases = []register.Phase{register.Registering, register.Registered, register.Retrying, register.Denied}
+var phases = []register.Phase{register.Registering, register.Registered, register.Retrying, register.Denied, register.Duplicate}
 
 func (o registrations) RegistrationChanged(r *register.Registration, s register.State) {
 	m, service := o.m, r.Instance().Service
@@ -105,6 +111,7 @@ func (o registrations) RegistrationChanged(r *register.Registration, s register.
 			m.state.WithLabelValues(service, p.String()).Add(0)
 		}
 		m.reregistrations.WithLabelValues(service).Add(0)
+		m.conflicts.WithLabelValues(service).Add(0)
 	}
 	if s.Phase == register.Closed {
 		delete(m.phases, r)
@@ -119,6 +126,10 @@ func (o registrations) RegistrationChanged(r *register.Registration, s register.
 
 func (o registrations) RegistrationEtcdError(r *register.Registration, op string, _ error) {
 	o.m.etcdErrors.WithLabelValues(r.Instance().Service, op).Inc()
+}
+
+func (o registrations) RegistrationConflict(r *register.Registration, _ discovery.Instance) {
+	o.m.conflicts.WithLabelValues(r.Instance().Service).Inc()
 }
 
 // resolvers is m as a resolve.Observer.

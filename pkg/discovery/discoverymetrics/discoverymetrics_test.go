@@ -234,10 +234,13 @@ func TestCompactedWatchCountsARestart(t *testing.T) {
 	awaitLen(t, published, 1)
 
 	proxy.Cut()
+	// Two writes, then a compaction: the revision the watch resumes from
+	// is gone.
 	registerInstance(t, writer, "1002")
+	registerInstance(t, writer, "1003")
 	srv.Compact(context.Background())
 	proxy.Restore()
-	awaitLen(t, published, 2)
+	awaitLen(t, published, 3)
 	if got := value(t, reg, "rollcall_discovery_watch_restarts_total", "service", "greeter"); got < 1 {
 		t.Errorf("watch restarts after a compaction = %v, want at least 1", got)
 	}

@@ -1,6 +1,10 @@
 package register
 
-import "context"
+import (
+	"context"
+
+	"github.com/rollcall/rollcall/pkg/discovery"
+)
 
 // Observer is told what a registration does, for metrics (package
 // discoverymetrics implements it for Prometheus): every state it enters
@@ -15,6 +19,9 @@ type Observer interface {
 	// RegistrationEtcdError: an etcd call of r failed; op is "grant",
 	// "put", "keepalive" or "get".
 	RegistrationEtcdError(r *Registration, op string, err error)
+	// RegistrationConflict: another process wrote r's key with another
+	// address (two processes share an instance ID); r writes it again.
+	RegistrationConflict(r *Registration, other discovery.Instance)
 }
 
 // WithObserver sets who is told of state changes and etcd errors.
@@ -28,8 +35,9 @@ func WithObserver(o Observer) Option {
 
 type nopObserver struct{}
 
-func (nopObserver) RegistrationChanged(*Registration, State)           {}
-func (nopObserver) RegistrationEtcdError(*Registration, string, error) {}
+func (nopObserver) RegistrationChanged(*Registration, State)               {}
+func (nopObserver) RegistrationEtcdError(*Registration, string, error)     {}
+func (nopObserver) RegistrationConflict(*Registration, discovery.Instance) {}
 
 // etcdFailed tells the observer of a failed etcd call, unless it failed
 // because the registration is closing.

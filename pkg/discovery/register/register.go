@@ -8,10 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -41,6 +43,10 @@ const (
 	// role may not write it. Err says so; nothing more is tried. See
 	// docs/security.md.
 	Denied
+	// Duplicate: another live process registers this instance's ID with
+	// another address. Err, a *DuplicateError, names both; nothing more
+	// is tried.
+	Duplicate
 )
 
 func (p Phase) String() string {
@@ -55,6 +61,8 @@ func (p Phase) String() string {
 		return "closed"
 	case Denied:
 		return "denied"
+	case Duplicate:
+		return "duplicate"
 	}
 	return fmt.Sprintf("Phase(%d)", int(p))
 }
@@ -94,13 +102,14 @@ func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l 
 
 // Registration keeps one instance's key in etcd until Close.
 type Registration struct {
-	client *clientv3.Client
-	inst   discovery.Instance
-	key    string
-	value  string
-	ttl    time.Duration
-	log    *slog.Logger
-	obs    Observer
+	client    *clientv3.Client
+	inst      discovery.Instance
+	key       string
+	namespace string
+	value     string
+	ttl       time.Duration
+	log       *slog.Logger
+	obs       Observer
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -141,17 +150,18 @@ func New(client *clientv3.Client, inst discovery.Instance, opts ...Option) (*Reg
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &Registration{
-		client:  client,
-		inst:    inst,
-		key:     discovery.Key(o.namespace, inst),
-		value:   string(value),
-		ttl:     o.ttl.Truncate(time.Second),
-		log:     o.logger.With("service", inst.Service, "instance", inst.ID, "addr", inst.Addr),
-		cancel:  cancel,
-		done:    make(chan struct{}),
-		state:   State{Phase: Registering, Since: time.Now()},
-		changed: make(chan struct{}),
-		obs:     o.observer,
+		client:    client,
+		inst:      inst,
+		key:       discovery.Key(o.namespace, inst),
+		namespace: o.namespace,
+		value:     string(value),
+		ttl:       o.ttl.Truncate(time.Second),
+		log:       o.logger.With("service", inst.Service, "instance", inst.ID, "addr", inst.Addr),
+		cancel:    cancel,
+		done:      make(chan struct{}),
+		state:     State{Phase: Registering, Since: time.Now()},
+		changed:   make(chan struct{}),
+		obs:       o.observer,
 	}
 	r.obs.RegistrationChanged(r, r.state)
 	go r.run(ctx)
@@ -159,7 +169,8 @@ func New(client *clientv3.Client, inst discovery.Instance, opts ...Option) (*Reg
 }
 
 // Done is closed when the registration has stopped for good: after Close,
-// or when etcd denied it (phase Denied, State().Err says why).
+// when etcd denied it (phase Denied), or when another live process holds
+// its ID (phase Duplicate); State().Err says why.
 func (r *Registration) Done() <-chan struct{} { return r.done }
 
 // Instance returns what is registered, with its ID filled in.
@@ -241,13 +252,32 @@ func (r *Registration) Close(ctx context.Context) error {
 	return r.closeErr
 }
 
-// Retry timing. Attempts wait at most maxBackoff apart, so the key is
-// written again soon after etcd answers; the reconnect signal usually
-// makes it sooner still.
+// Retry timing.
 const (
 	minBackoff = 100 * time.Millisecond
-	maxBackoff = time.Second
+	// maxBackoff bounds the wait between attempts while etcd answers with
+	// errors, so a fleet does not hammer a struggling etcd at one request
+	// per instance per second. While etcd is unreachable, its return (a
+	// reconnect of the client) ends the wait sooner.
+	maxBackoff = 8 * time.Second
+	// reconnectSpread: what a reconnect triggers waits a random part of
+	// it, so that instances which all see etcd return at once do not all
+	// write in the same instant. Their clients' reconnects, jittered by
+	// gRPC's backoff, already spread them over about a second; this stays
+	// small so that all are written again within 2 s of etcd's return.
+	reconnectSpread = 100 * time.Millisecond
 )
+
+// DuplicateError is the final error of a registration whose instance ID
+// another live process holds, with another address.
+type DuplicateError struct {
+	ID, Addr, OtherAddr string
+}
+
+func (e *DuplicateError) Error() string {
+	return fmt.Sprintf("instance ID %q is registered by another live process at %s (this one serves %s): give each process its own ID",
+		e.ID, e.OtherAddr, e.Addr)
+}
 
 // run writes the key, holds it while it lasts, and starts over when it is
 // lost, until ctx ends.
@@ -257,23 +287,46 @@ func (r *Registration) run(ctx context.Context) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Go(func() { reconnect.Notify(ctx, r.client.ActiveConnection(), reconnected) })
+	key := &keyWatch{client: r.client, key: r.key, parent: ctx}
+	defer key.stop()
 
 	bo := backoff.Backoff{Base: minBackoff, Max: maxBackoff}
 	var stale clientv3.LeaseID // a previous lease to revoke once the key has moved off it
 	var deniedSince time.Time  // when etcd began refusing, zero while it does not
 	for {
-		lease, rev, err := r.write(ctx)
+		lease, rev, err := r.write(ctx, r.State().Writes == 0)
 		if err == nil {
 			if stale != clientv3.NoLease {
 				r.revokeStale(ctx, stale)
+				stale = clientv3.NoLease
 			}
 			deniedSince = time.Time{}
 			r.setState(Registered, lease, nil)
-			err = r.hold(ctx, lease, rev, reconnected)
-			stale = lease
-			bo.Reset()
+			drain(reconnected) // the write reached etcd after any reconnect so far
+			held := time.Now()
+			err = r.hold(ctx, key, lease, rev, reconnected)
+			if errors.Is(err, errDisplaced) || errors.Is(err, errKeyReleased) {
+				// The lease lives and holds nothing now: revoke it once the
+				// key is written again. A deleted key's lease is left to
+				// expire (it is not renewed), which costs etcd no request.
+				stale = lease
+			}
+			if time.Since(held) >= r.ttl {
+				// Held a while, then lost: write again at once.
+				bo.Reset()
+				if ctx.Err() == nil && !errors.Is(err, errDisplaced) {
+					r.setState(Retrying, clientv3.NoLease, err)
+					continue
+				}
+			}
 		}
 		if ctx.Err() != nil {
+			return
+		}
+		if dup := (*DuplicateError)(nil); errors.As(err, &dup) {
+			r.setState(Duplicate, clientv3.NoLease, err)
+			r.log.Error("another live process registers this instance ID; stopping", "err", err)
+			r.cancel() // ends the reconnect watcher, so Done closes
 			return
 		}
 		if errors.Is(err, rpctypes.ErrPermissionDenied) {
@@ -300,15 +353,53 @@ func (r *Registration) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-reconnected:
-		case <-time.After(bo.Next()):
+			if !sleep(ctx, rand.N(reconnectSpread)) {
+				return
+			}
+		case <-time.After(r.retryWait(&bo, deniedSince)):
 		}
+	}
+}
+
+// retryWait is the backoff's next delay, cut so that a refusal becomes
+// final when it has lasted a lease TTL, not a backoff later.
+func (r *Registration) retryWait(bo *backoff.Backoff, deniedSince time.Time) time.Duration {
+	wait := bo.Next()
+	if !deniedSince.IsZero() {
+		wait = max(0, min(wait, time.Until(deniedSince.Add(r.ttl))))
+	}
+	return wait
+}
+
+// drain empties a signal channel of buffer one.
+func drain(ch <-chan struct{}) {
+	select {
+	case <-ch:
+	default:
+	}
+}
+
+// sleep waits d or until ctx ends, and reports whether ctx is still live.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 
 // write grants a lease and puts the key under it, returning the revision
 // of the put. A live key is overwritten in place, never deleted first, so
 // clients never see the instance vanish while it re-registers.
-func (r *Registration) write(ctx context.Context) (clientv3.LeaseID, int64, error) {
+//
+// A key that holds another address is another process's: before this
+// registration has ever written, that is a DuplicateError when the other
+// process renews its lease (a dead one's key is overwritten); after, the
+// two processes displace each other, and both log it each time.
+func (r *Registration) write(ctx context.Context, first bool) (clientv3.LeaseID, int64, error) {
 	callCtx, cancel := context.WithTimeout(ctx, r.callTimeout())
 	defer cancel()
 	grant, err := r.client.Grant(callCtx, int64(r.ttl/time.Second))
@@ -319,13 +410,120 @@ func (r *Registration) write(ctx context.Context) (clientv3.LeaseID, int64, erro
 	r.mu.Lock()
 	r.granted = grant.ID
 	r.mu.Unlock()
-	put, err := r.client.Put(callCtx, r.key, r.value, clientv3.WithLease(grant.ID))
+	put := clientv3.OpPut(r.key, r.value, clientv3.WithLease(grant.ID))
+	resp, err := r.client.Txn(callCtx).
+		If(clientv3.Compare(clientv3.CreateRevision(r.key), "=", 0)).
+		Then(put).Else(clientv3.OpGet(r.key)).Commit()
+	if err == nil && !resp.Succeeded {
+		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+			if other, ok := r.otherHolder(kvs[0]); ok {
+				err = r.conflict(ctx, first, other, clientv3.LeaseID(kvs[0].Lease))
+			}
+		}
+		if err == nil {
+			// The check may have taken a while: the put has its own timeout.
+			putCtx, cancel := context.WithTimeout(ctx, r.callTimeout())
+			defer cancel()
+			var p *clientv3.PutResponse
+			if p, err = r.client.Put(putCtx, r.key, r.value, clientv3.WithLease(grant.ID)); err == nil {
+				return grant.ID, p.Header.Revision, nil
+			}
+		}
+	}
 	if err != nil {
+		// The lease holds nothing: revoke it rather than leave it to etcd.
+		r.revokeUnused(ctx, grant.ID)
+		if dup := (*DuplicateError)(nil); errors.As(err, &dup) {
+			return clientv3.NoLease, 0, err
+		}
 		r.etcdFailed(ctx, "put", err)
-		// The lease holds nothing; let it expire rather than wait on etcd.
 		return clientv3.NoLease, 0, fmt.Errorf("put %s: %w", r.key, err)
 	}
-	return grant.ID, put.Header.Revision, nil
+	return grant.ID, resp.Header.Revision, nil
+}
+
+// otherHolder returns the instance a key holds when it is not this
+// registration's (another address); a value that does not parse is
+// nobody's and is overwritten.
+func (r *Registration) otherHolder(kv *mvccpb.KeyValue) (discovery.Instance, bool) {
+	other, err := discovery.Decode(r.namespace, r.inst.Service, string(kv.Key), kv.Value)
+	if err != nil || other.Addr == r.inst.Addr {
+		return discovery.Instance{}, false
+	}
+	return other, true
+}
+
+// conflict handles a key that another address holds under lease: an
+// error before the first write when its holder is alive, and a logged,
+// counted displacement otherwise.
+func (r *Registration) conflict(ctx context.Context, first bool, other discovery.Instance, lease clientv3.LeaseID) error {
+	if first {
+		live, err := r.renewedByItsHolder(ctx, lease)
+		if err != nil {
+			return err
+		}
+		if live {
+			return &DuplicateError{ID: r.inst.ID, Addr: r.inst.Addr, OtherAddr: other.Addr}
+		}
+		r.log.Warn("overwriting a key of this instance ID left by a process that no longer renews it", "key", r.key, "other_addr", other.Addr)
+		return nil
+	}
+	r.displaced(other)
+	return nil
+}
+
+// displaced logs and counts another process writing this instance's key.
+func (r *Registration) displaced(other discovery.Instance) {
+	r.obs.RegistrationConflict(r, other)
+	r.log.Error("another process registers this instance ID with another address; the two displace each other until one stops: give each its own ID",
+		"key", r.key, "other_addr", other.Addr)
+}
+
+// renewedByItsHolder watches lease's remaining TTL (whole seconds) for a
+// third of its TTL and a bit more, the longest a live holder waits between
+// renewals: a TTL that rises, or that has not fallen after 1.5 s, is being
+// renewed; one that expires or only falls is not.
+func (r *Registration) renewedByItsHolder(ctx context.Context, lease clientv3.LeaseID) (bool, error) {
+	start := time.Now()
+	var first int64
+	var deadline time.Time
+	prev := int64(-1)
+	for {
+		callCtx, cancel := context.WithTimeout(ctx, r.callTimeout())
+		ttl, err := r.client.TimeToLive(callCtx, lease)
+		cancel()
+		switch {
+		case errors.Is(err, rpctypes.ErrLeaseNotFound) || err == nil && ttl.TTL <= 0:
+			return false, nil
+		case err != nil:
+			return false, fmt.Errorf("lease of the key's holder: %w", err)
+		case prev < 0:
+			first = ttl.TTL
+			deadline = start.Add(time.Duration(ttl.GrantedTTL)*time.Second/3 + 1500*time.Millisecond)
+		case ttl.TTL > prev, ttl.TTL >= first && time.Since(start) >= 1500*time.Millisecond:
+			return true, nil
+		case time.Now().After(deadline):
+			return false, nil
+		}
+		prev = ttl.TTL
+		if !sleep(ctx, 250*time.Millisecond) {
+			return false, ctx.Err()
+		}
+	}
+}
+
+// revokeUnused revokes a lease granted for a write that failed, rather
+// than leave it to etcd to expire.
+func (r *Registration) revokeUnused(ctx context.Context, lease clientv3.LeaseID) {
+	callCtx, cancel := context.WithTimeout(ctx, r.callTimeout())
+	defer cancel()
+	if _, err := r.client.Revoke(callCtx, lease); err == nil || errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		r.mu.Lock()
+		if r.granted == lease {
+			r.granted = clientv3.NoLease
+		}
+		r.mu.Unlock()
+	}
 }
 
 func (r *Registration) revokeStale(ctx context.Context, lease clientv3.LeaseID) {
@@ -340,56 +538,92 @@ func (r *Registration) revokeStale(ctx context.Context, lease clientv3.LeaseID) 
 // enough that a retry comes well within one TTL.
 func (r *Registration) callTimeout() time.Duration { return min(r.ttl/3, 2*time.Second) }
 
+// renewalPeriod is the wait between renewals: a third of the TTL less up
+// to a tenth of that, at random, so that instances registered together
+// drift apart instead of renewing in step for ever.
+func (r *Registration) renewalPeriod() time.Duration {
+	return r.ttl/3 - rand.N(r.ttl/30+1)
+}
+
 var (
 	errKeyDeleted   = errors.New("key deleted from etcd")
 	errLeaseExpired = errors.New("lease expired or revoked in etcd")
+	errDisplaced    = errors.New("key written by another process")
+	errKeyReleased  = errors.New("key written again under another lease")
 )
+
+// keyWatch watches the registration's key for as long as the
+// registration runs: writing the key again after a loss keeps the watch,
+// which costs etcd nothing new.
+type keyWatch struct {
+	client *clientv3.Client
+	key    string
+	parent context.Context
+	cancel context.CancelFunc
+	events clientv3.WatchChan
+}
+
+// from watches again from rev.
+func (w *keyWatch) from(rev int64) {
+	w.stop()
+	// WithRequireLeader: a member cut off from its cluster ends the
+	// watch instead of leaving it silent.
+	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(w.parent))
+	w.cancel, w.events = cancel, w.client.Watch(ctx, w.key, clientv3.WithRev(rev))
+}
+
+func (w *keyWatch) stop() {
+	if w.cancel != nil {
+		w.cancel()
+		w.cancel, w.events = nil, nil
+	}
+}
 
 // hold keeps the lease alive and watches the key, returning why the
 // registration was lost: the lease is gone (expired during a partition,
-// etcd wiped or replaced) or the key was deleted.
+// etcd wiped or replaced), the key was deleted, or another process wrote
+// it.
 //
 // It renews with KeepAliveOnce on its own timer instead of the client's
 // KeepAlive channel, because that channel closes for good after one TTL
 // without an answer and renews only every TTL/3 even right after etcd
-// comes back; here a renewal follows every reconnect at once.
-func (r *Registration) hold(ctx context.Context, lease clientv3.LeaseID, rev int64, reconnected <-chan struct{}) error {
-	stopWatch := func() {}
-	defer func() { stopWatch() }()
-	watchFrom := func(rev int64) clientv3.WatchChan {
-		stopWatch()
-		var wctx context.Context
-		wctx, stopWatch = context.WithCancel(clientv3.WithRequireLeader(ctx))
-		return r.client.Watch(wctx, r.key, clientv3.WithRev(rev))
+// comes back; here a renewal follows every reconnect.
+func (r *Registration) hold(ctx context.Context, key *keyWatch, lease clientv3.LeaseID, rev int64, reconnected <-chan struct{}) error {
+	if key.events == nil {
+		key.from(rev + 1)
 	}
-	events := watchFrom(rev + 1)
-
-	renewEvery := r.ttl / 3
-	timer := time.NewTimer(renewEvery)
+	timer := time.NewTimer(r.renewalPeriod())
 	defer timer.Stop()
-	bo := backoff.Backoff{Base: minBackoff, Max: maxBackoff}
+	bo := backoff.Backoff{Base: minBackoff, Max: r.ttl / 4}
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-reconnected:
+			timer.Reset(rand.N(reconnectSpread))
+			continue
 		case <-timer.C:
-		case resp, ok := <-events:
+		case resp, ok := <-key.events:
 			if ok && resp.Err() == nil {
-				for _, ev := range resp.Events {
-					if ev.Type == clientv3.EventTypeDelete {
-						return errKeyDeleted
-					}
+				if err := r.keyChanged(resp.Events, lease, rev); err != nil {
+					return err
 				}
 				continue
 			}
 			// The watch ended (no leader, compaction, cancel): look at
 			// the key itself, then watch again from where it stands.
-			var err error
-			if rev, err = r.checkKey(ctx, lease); err != nil {
+			kv, now, err := r.getKey(ctx)
+			if err != nil {
+				key.stop()
 				return err
 			}
-			events = watchFrom(rev + 1)
+			key.from(now + 1)
+			if kv == nil {
+				return errKeyDeleted
+			}
+			if err := r.keyChanged([]*clientv3.Event{{Type: clientv3.EventTypePut, Kv: kv}}, lease, rev); err != nil {
+				return err
+			}
 			continue
 		}
 		err := r.renew(ctx, lease)
@@ -401,9 +635,30 @@ func (r *Registration) hold(ctx context.Context, lease clientv3.LeaseID, rev int
 			timer.Reset(bo.Next())
 		default:
 			bo.Reset()
-			timer.Reset(renewEvery)
+			timer.Reset(r.renewalPeriod())
 		}
 	}
+}
+
+// keyChanged says why changes to the key after rev lose the registration
+// under lease, if they do.
+func (r *Registration) keyChanged(events []*clientv3.Event, lease clientv3.LeaseID, rev int64) error {
+	for _, ev := range events {
+		switch {
+		case ev.Kv.ModRevision <= rev:
+			// From before this write (a resumed watch catching up).
+		case ev.Type == clientv3.EventTypeDelete:
+			return errKeyDeleted
+		case clientv3.LeaseID(ev.Kv.Lease) == lease:
+		default:
+			if other, ok := r.otherHolder(ev.Kv); ok {
+				r.displaced(other)
+				return errDisplaced
+			}
+			return errKeyReleased
+		}
+	}
+	return nil
 }
 
 func (r *Registration) renew(ctx context.Context, lease clientv3.LeaseID) error {
@@ -420,30 +675,25 @@ func (r *Registration) renew(ctx context.Context, lease clientv3.LeaseID) error 
 	return nil
 }
 
-// checkKey returns the current revision if the key still holds this
-// registration under lease, and why not otherwise. It retries while etcd
-// does not answer, since the lease may well be alive.
-func (r *Registration) checkKey(ctx context.Context, lease clientv3.LeaseID) (int64, error) {
-	bo := backoff.Backoff{Base: minBackoff, Max: maxBackoff}
+// getKey reads the key (nil when absent) and etcd's current revision. It
+// retries while etcd does not answer, since the lease may well be alive.
+func (r *Registration) getKey(ctx context.Context) (*mvccpb.KeyValue, int64, error) {
+	bo := backoff.Backoff{Base: minBackoff, Max: r.ttl / 4}
 	for {
 		callCtx, cancel := context.WithTimeout(ctx, r.callTimeout())
 		resp, err := r.client.Get(callCtx, r.key)
 		cancel()
 		switch {
 		case err == nil && len(resp.Kvs) == 0:
-			return 0, errKeyDeleted
-		case err == nil && clientv3.LeaseID(resp.Kvs[0].Lease) != lease:
-			return 0, errLeaseExpired
+			return nil, resp.Header.Revision, nil
 		case err == nil:
-			return resp.Header.Revision, nil
+			return resp.Kvs[0], resp.Header.Revision, nil
 		case errors.Is(err, rpctypes.ErrPermissionDenied):
-			return 0, fmt.Errorf("get %s: %w", r.key, err)
+			return nil, 0, fmt.Errorf("get %s: %w", r.key, err)
 		}
 		r.etcdFailed(ctx, "get", err)
-		select {
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		case <-time.After(bo.Next()):
+		if !sleep(ctx, bo.Next()) {
+			return nil, 0, ctx.Err()
 		}
 	}
 }

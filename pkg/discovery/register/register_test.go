@@ -277,3 +277,99 @@ func TestDefaultIDIsDerivedFromHostAndAddress(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// A second process started with the ID of a live one fails, naming the
+// ID and both addresses; the first keeps its key.
+func TestSecondProcessWithTheSameIDFailsAtStart(t *testing.T) {
+	srv := etcdtest.Start(t)
+	c := srv.Client()
+	first := newRegistration(t, c, instance("a", "127.0.0.1:7001"), register.WithTTL(2*time.Second))
+	held := waitFor(t, first, "registered", registered)
+
+	second := newRegistration(t, srv.Client(), instance("a", "127.0.0.1:7002"), register.WithTTL(2*time.Second))
+	s := waitFor(t, second, "duplicate", func(s register.State) bool { return s.Phase == register.Duplicate })
+	for _, want := range []string{`"a"`, "127.0.0.1:7001", "127.0.0.1:7002"} {
+		if s.Err == nil || !strings.Contains(s.Err.Error(), want) {
+			t.Errorf("error %v does not name %s", s.Err, want)
+		}
+	}
+	select {
+	case <-second.Done():
+	case <-time.After(5 * time.Second):
+		t.Error("a duplicate registration did not stop")
+	}
+	if value, lease, _ := getKey(t, c, first.Key()); lease != held.Lease || !strings.Contains(value, "127.0.0.1:7001") {
+		t.Errorf("key after the duplicate: %s under lease %x; want the first's, under %x", value, lease, held.Lease)
+	}
+	if leases, err := c.Leases(context.Background()); err != nil || len(leases.Leases) != 1 {
+		t.Errorf("leases in etcd: %v (err %v); want only the first's (the duplicate revokes its own)", leases, err)
+	}
+}
+
+// A process restarted on the same ID with another address, whose
+// previous life left its key, registers: the old key's lease is no longer
+// renewed.
+func TestRestartWithANewAddressTakesOverTheLeftKey(t *testing.T) {
+	srv := etcdtest.Start(t)
+	c := srv.Client()
+	ctx := context.Background()
+	lease, err := c.Grant(ctx, 6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, _ := discovery.Encode(instance("a", "127.0.0.1:7001"))
+	if _, err := c.Put(ctx, "rollcall/greeter/a", string(old), clientv3.WithLease(lease.ID)); err != nil {
+		t.Fatal(err)
+	}
+	r := newRegistration(t, c, instance("a", "127.0.0.1:7002"), register.WithTTL(2*time.Second))
+	s := waitFor(t, r, "registered", func(s register.State) bool { return s.Phase == register.Registered || s.Phase == register.Duplicate })
+	if s.Phase != register.Registered {
+		t.Fatalf("phase %v (err %v), want registered over a key nobody renews", s.Phase, s.Err)
+	}
+	if value, _, _ := getKey(t, c, r.Key()); !strings.Contains(value, "127.0.0.1:7002") {
+		t.Errorf("key holds %s, want the new address", value)
+	}
+}
+
+// conflicts counts RegistrationConflict calls.
+type conflicts struct {
+	register.Observer
+	seen chan discovery.Instance
+}
+
+func (c conflicts) RegistrationChanged(*register.Registration, register.State)          {}
+func (c conflicts) RegistrationEtcdError(*register.Registration, string, error)         {}
+func (c conflicts) RegistrationConflict(_ *register.Registration, o discovery.Instance) { c.seen <- o }
+
+// Another process that writes a registered instance's key later (same ID,
+// another address) is noticed, counted and logged, and the instance
+// writes its key again rather than vanish without a word.
+func TestDisplacedRegistrationSaysSoAndWritesAgain(t *testing.T) {
+	srv := etcdtest.Start(t)
+	c := srv.Client()
+	obs := conflicts{seen: make(chan discovery.Instance, 10)}
+	r := newRegistration(t, c, instance("a", "127.0.0.1:7001"), register.WithObserver(obs))
+	waitFor(t, r, "registered", registered)
+
+	ctx := context.Background()
+	other, err := c.Grant(ctx, 30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	value, _ := discovery.Encode(instance("a", "127.0.0.1:7002"))
+	if _, err := c.Put(ctx, r.Key(), string(value), clientv3.WithLease(other.ID)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case o := <-obs.seen:
+		if o.Addr != "127.0.0.1:7002" {
+			t.Errorf("conflict with %+v, want the other address", o)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the displacement was not reported")
+	}
+	s := waitFor(t, r, "registered again", registeredAgain)
+	if value, lease, _ := getKey(t, c, r.Key()); lease != s.Lease || !strings.Contains(value, "127.0.0.1:7001") {
+		t.Errorf("key %s under lease %x; want this instance's under %x", value, lease, s.Lease)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
@@ -20,7 +21,14 @@ import (
 // Timing of the list-and-watch loop.
 const (
 	minBackoff = 100 * time.Millisecond
-	maxBackoff = time.Second
+	// maxBackoff bounds the wait between lists while etcd answers with
+	// errors; while it is unreachable, its return (a reconnect) ends the
+	// wait sooner.
+	maxBackoff = 8 * time.Second
+	// reconnectSpread: the check a reconnect triggers waits a random part
+	// of it, so that every client that sees etcd return does not ask in
+	// the same instant.
+	reconnectSpread = 250 * time.Millisecond
 	// minRelistInterval rate-limits re-lists that gRPC asks for through
 	// ResolveNow (it asks whenever a connection fails). The watch keeps
 	// the list current meanwhile.
@@ -124,8 +132,10 @@ type state struct {
 	// until carryUntil.
 	carried    map[string]discovery.Instance
 	carryUntil time.Time
-	// rev is the highest etcd revision seen, to notice a history loss.
-	rev int64
+	// rev is the highest etcd revision seen and cluster the cluster that
+	// answered, to notice a history loss.
+	rev     int64
+	cluster uint64
 	// invalid rate-limits the log lines about invalid values.
 	invalid invalidLog
 }
@@ -185,7 +195,7 @@ func (w *serviceWatch) run(ctx context.Context) {
 			if snap := w.current(); !snap.listed {
 				w.publish(snapshot{err: err})
 			}
-			if !sleepOr(ctx, bo.Next(), reconnected) {
+			if !sleepOr(ctx, bo.Next(), reconnected) || !sleepOr(ctx, rand.N(reconnectSpread), nil) {
 				return
 			}
 			continue
@@ -229,6 +239,10 @@ func (w *serviceWatch) list(ctx context.Context, st *state) (int64, error) {
 		}
 		if rev == 0 {
 			rev = resp.Header.Revision
+			if st.cluster != 0 && resp.Header.ClusterId != st.cluster {
+				st.rev = max(st.rev, rev+1) // another cluster: its history is not the one seen
+			}
+			st.cluster = resp.Header.ClusterId
 		}
 		for _, kv := range resp.Kvs {
 			if inst, ok := w.decode(st, kv); ok {
@@ -268,7 +282,7 @@ func (w *serviceWatch) watch(ctx context.Context, st *state, rev int64, lastList
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 	events := w.client.Watch(wctx, w.prefix, clientv3.WithPrefix(), clientv3.WithRev(rev))
-	var graceEnd, relistDue <-chan time.Time
+	var graceEnd, relistDue, historyCheck <-chan time.Time
 	if len(st.carried) > 0 {
 		t := time.NewTimer(time.Until(st.carryUntil))
 		defer t.Stop()
@@ -290,8 +304,17 @@ func (w *serviceWatch) watch(ctx context.Context, st *state, rev int64, lastList
 		case <-relistDue:
 			return errRelistRequested
 		case <-reconnected:
-			// etcd may have come back empty or older: only a list tells.
-			return errReconnected
+			// The client resumes the watch where it stood; list again only
+			// when etcd came back with an older history or as another
+			// cluster (wiped, replaced, restored), which a revision tells.
+			if historyCheck == nil {
+				historyCheck = time.After(rand.N(reconnectSpread))
+			}
+		case <-historyCheck:
+			historyCheck = nil
+			if lost, err := w.historyLost(ctx, st); err != nil || lost {
+				return errReconnected
+			}
 		case <-graceEnd:
 			graceEnd = nil
 			st.carried = nil
@@ -317,6 +340,19 @@ func (w *serviceWatch) watch(ctx context.Context, st *state, rev int64, lastList
 			w.publishState(st)
 		}
 	}
+}
+
+// historyLost asks etcd for its revision (one small request, where a list
+// reads every value) and reports whether it is older than what the watch
+// saw, or comes from another cluster.
+func (w *serviceWatch) historyLost(ctx context.Context, st *state) (bool, error) {
+	callCtx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	resp, err := w.client.Get(callCtx, w.prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return false, fmt.Errorf("read etcd's revision: %w", err)
+	}
+	return resp.Header.Revision < st.rev || resp.Header.ClusterId != st.cluster, nil
 }
 
 // apply records one key's value or deletion. A value that does not parse
