@@ -74,7 +74,7 @@ func (b builder) ParseConfig(js json.RawMessage) (serviceconfig.LoadBalancingCon
 
 func (b builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balancer.Balancer {
 	cfg, _ := b.parse(nil) // the defaults, until the service config's arrives
-	lb := &loadAware{ClientConn: cc, builder: b, cfg: cfg, byAddr: map[string]*addrState{}}
+	lb := &loadAware{ClientConn: cc, builder: b, cfg: cfg, byAddr: map[string]*addrState{}, target: opts.Target.String()}
 	lb.child = endpointsharding.NewBalancer(lb, opts, balancer.Get(pickfirst.Name).Build, endpointsharding.Options{})
 	return lb
 }
@@ -88,20 +88,45 @@ type loadAware struct {
 
 	fleet Fleet
 
-	mu     sync.Mutex
-	cfg    serviceconfig.LoadBalancingConfig
-	byAddr map[string]*addrState
+	target string
+
+	mu       sync.Mutex
+	cfg      serviceconfig.LoadBalancingConfig
+	byAddr   map[string]*addrState
+	ready    map[string]bool // addresses whose connection is ready and serving
+	vanished vanished
+	expiry   *time.Timer // asks the resolver again when a kept instance's grace ends
+	closed   bool
 }
 
 func (lb *loadAware) UpdateClientConnState(s balancer.ClientConnState) error {
+	lb.mu.Lock()
 	if s.BalancerConfig != nil {
-		lb.mu.Lock()
 		lb.cfg = s.BalancerConfig
-		lb.mu.Unlock()
 	}
-	return lb.child.UpdateClientConnState(balancer.ClientConnState{
-		ResolverState: pickfirst.EnableHealthListener(s.ResolverState),
-	})
+	kept := lb.vanished.update(s.ResolverState.Endpoints, lb.ready, time.Now(), vanishGrace(lb.cfg), lb.target)
+	lb.armExpiry()
+	lb.mu.Unlock()
+	rs := s.ResolverState
+	if len(kept) > 0 {
+		rs.Endpoints = append(slices.Clone(rs.Endpoints), kept...)
+	}
+	return lb.child.UpdateClientConnState(balancer.ClientConnState{ResolverState: pickfirst.EnableHealthListener(rs)})
+}
+
+// armExpiry makes the resolver send its list again when the first kept
+// instance's grace ends, so the update that drops it comes even if etcd's
+// list does not change. Called with lb.mu held.
+func (lb *loadAware) armExpiry() {
+	if lb.expiry != nil {
+		lb.expiry.Stop()
+		lb.expiry = nil
+	}
+	if at := lb.vanished.nextExpiry(); !at.IsZero() && !lb.closed {
+		lb.expiry = time.AfterFunc(time.Until(at)+10*time.Millisecond, func() {
+			lb.ClientConn.ResolveNow(resolver.ResolveNowOptions{})
+		})
+	}
 }
 
 func (lb *loadAware) ResolverError(err error) { lb.child.ResolverError(err) }
@@ -110,6 +135,12 @@ func (lb *loadAware) ExitIdle()               { lb.child.ExitIdle() }
 func (lb *loadAware) UpdateSubConnState(balancer.SubConn, balancer.SubConnState) {}
 
 func (lb *loadAware) Close() {
+	lb.mu.Lock()
+	lb.closed = true
+	if lb.expiry != nil {
+		lb.expiry.Stop()
+	}
+	lb.mu.Unlock()
 	lb.fleet.ready.Store(-1) // gone: whoever kept it must learn the new one
 	lb.child.Close()
 }
@@ -164,10 +195,12 @@ func (lb *loadAware) NewSubConn(addrs []resolver.Address, opts balancer.NewSubCo
 // the ready instances; with none ready it passes the children's on.
 func (lb *loadAware) UpdateState(state balancer.State) {
 	var ready []endpoint
+	readyAddrs := map[string]bool{}
 	for _, child := range endpointsharding.ChildStatesFromPicker(state.Picker) {
 		if child.State.ConnectivityState != connectivity.Ready || len(child.Endpoint.Addresses) == 0 {
 			continue
 		}
+		readyAddrs[child.Endpoint.Addresses[0].Addr] = true
 		st := lb.state(child.Endpoint.Addresses[0].Addr)
 		ready = append(ready, endpoint{
 			picker: child.State.Picker,
@@ -178,6 +211,9 @@ func (lb *loadAware) UpdateState(state balancer.State) {
 		})
 	}
 	lb.fleet.ready.Store(int32(len(ready)))
+	lb.mu.Lock()
+	lb.ready = readyAddrs
+	lb.mu.Unlock()
 	if len(ready) == 0 {
 		lb.ClientConn.UpdateState(state)
 		return

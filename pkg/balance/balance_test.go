@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -101,7 +102,17 @@ func (b *backend) unpause() {
 
 func startBackends(t *testing.T, srv *etcdtest.Server, weights ...uint32) []*backend {
 	t.Helper()
-	quiet := register.WithLogger(slog.New(slog.DiscardHandler))
+	return startBackendsVia(t, srv.Client(), 0, weights...)
+}
+
+// startBackendsVia registers the backends through etcd, with lease TTL
+// ttl (0 for the default).
+func startBackendsVia(t *testing.T, etcd *clientv3.Client, ttl time.Duration, weights ...uint32) []*backend {
+	t.Helper()
+	opts := []register.Option{register.WithLogger(slog.New(slog.DiscardHandler))}
+	if ttl > 0 {
+		opts = append(opts, register.WithTTL(ttl))
+	}
 	var out []*backend
 	for i, w := range weights {
 		lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -113,7 +124,7 @@ func startBackends(t *testing.T, srv *etcdtest.Server, weights ...uint32) []*bac
 		healthpb.RegisterHealthServer(s, b)
 		done := make(chan struct{})
 		go func() { defer close(done); s.Serve(lis) }()
-		reg, err := register.New(srv.Client(), discovery.Instance{Service: "svc", ID: b.id, Addr: b.addr, Metadata: discovery.Metadata{Weight: w}}, quiet)
+		reg, err := register.New(etcd, discovery.Instance{Service: "svc", ID: b.id, Addr: b.addr, Metadata: discovery.Metadata{Weight: w}}, opts...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -121,7 +132,9 @@ func startBackends(t *testing.T, srv *etcdtest.Server, weights ...uint32) []*bac
 			if b.paused.Load() {
 				b.unpause()
 			}
-			reg.Close(context.Background())
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			reg.Close(ctx) // bounded: etcd may be cut off
 			s.Stop()
 			<-done
 		})
@@ -132,13 +145,18 @@ func startBackends(t *testing.T, srv *etcdtest.Server, weights ...uint32) []*bac
 
 func dial(t *testing.T, srv *etcdtest.Server, policy string) healthpb.HealthClient {
 	t.Helper()
+	return dialConfig(t, srv, policy, "{}")
+}
+
+func dialConfig(t *testing.T, srv *etcdtest.Server, policy, config string) healthpb.HealthClient {
+	t.Helper()
 	rb, err := resolve.NewBuilder(srv.Client())
 	if err != nil {
 		t.Fatal(err)
 	}
 	conn, err := grpc.NewClient(rb.Target("svc"), grpc.WithResolvers(rb),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"`+policy+`":{}}]}`))
+		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"`+policy+`":`+config+`}]}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,4 +241,106 @@ func TestStalledBackendGetsNoCallsThenComesBack(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Every instance loses its link to etcd (the client keeps its own): every
+// key expires while every instance still serves. Calls go on to the
+// instances for the grace period, then stop.
+func TestFleetCutOffFromEtcdKeepsServingForTheGracePeriod(t *testing.T) {
+	for _, policy := range []string{balance.Weighted, balance.P2CEWMA} {
+		t.Run(policy, func(t *testing.T) {
+			srv := etcdtest.Start(t)
+			proxy := etcdtest.NewProxy(t, srv)
+			startBackendsVia(t, proxy.Client(), time.Second, 1, 1, 1)
+			client := dialConfig(t, srv, policy, `{"vanishGrace":"3s"}`)
+			awaitAll(t, client, 3)
+
+			proxy.Cut()
+			awaitKeys(t, srv, 0)
+			cutAt := time.Now()
+			if got := spread(client, 30, time.Second); got["error"] != 0 {
+				t.Fatalf("calls after every key expired: %v; want every instance still called", got)
+			}
+			if time.Since(cutAt) > 2*time.Second {
+				t.Skip("the machine was too slow to call within the grace period")
+			}
+			// After the grace, the instances are gone (a relist follows within
+			// the resolver's 5 s rate limit).
+			deadline := time.Now().Add(20 * time.Second)
+			for spread(client, 1, 200*time.Millisecond)["error"] == 0 {
+				if time.Now().After(deadline) {
+					t.Fatal("instances still called 20 s after the grace period began")
+				}
+				time.Sleep(100 * time.Millisecond) // polling the balancer's state, which has no event to await
+			}
+		})
+	}
+}
+
+// A real scale-down (servers stop; their keys go) takes the instances out
+// at once, though all go together.
+func TestStoppedFleetLeavesAtOnce(t *testing.T) {
+	srv := etcdtest.Start(t)
+	etcd := srv.Client()
+	var stops []func()
+	for i := range 3 {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := &backend{id: fmt.Sprintf("b%d", i+1), resume: make(chan struct{})}
+		s := grpc.NewServer()
+		healthpb.RegisterHealthServer(s, b)
+		done := make(chan struct{})
+		go func() { defer close(done); s.Serve(lis) }()
+		reg, err := register.New(etcd, discovery.Instance{Service: "svc", ID: b.id, Addr: lis.Addr().String()}, register.WithLogger(slog.New(slog.DiscardHandler)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// As a stopping process does: stop answering, then deregister.
+		stop := sync.OnceFunc(func() { s.Stop(); <-done; reg.Close(context.Background()) })
+		t.Cleanup(stop)
+		stops = append(stops, stop)
+	}
+	client := dial(t, srv, balance.P2CEWMA)
+	awaitAll(t, client, 3)
+	for _, stop := range stops {
+		stop()
+	}
+	awaitKeys(t, srv, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := client.Check(ctx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(false))
+	if err == nil || ctx.Err() != nil {
+		t.Fatalf("call after the fleet stopped: %v (context %v); want a failure at once", err, ctx.Err())
+	}
+}
+
+// awaitKeys waits until etcd holds n keys of svc.
+func awaitKeys(t *testing.T, srv *etcdtest.Server, n int64) {
+	t.Helper()
+	c := srv.Client()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	prefix := discovery.Prefix(discovery.DefaultNamespace, "svc")
+	resp, err := c.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Count == n {
+		return
+	}
+	for wresp := range c.Watch(ctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1)) {
+		for _, ev := range wresp.Events {
+			if ev.Type == clientv3.EventTypeDelete {
+				resp.Count--
+			} else if ev.IsCreate() {
+				resp.Count++
+			}
+		}
+		if resp.Count == n {
+			return
+		}
+	}
+	t.Fatalf("etcd never held %d keys of svc", n)
 }

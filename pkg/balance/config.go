@@ -12,7 +12,7 @@ import (
 // P2CConfig is rollcall_p2c_ewma's configuration, its JSON fields in the
 // service config:
 //
-//	{"loadBalancingConfig":[{"rollcall_p2c_ewma":{"slowFactor":2,"stuckFactor":4,"failurePenalty":"1s","exploreShare":0.005}}]}
+//	{"loadBalancingConfig":[{"rollcall_p2c_ewma":{"slowFactor":2,"stuckFactor":4,"failurePenalty":"1s","exploreShare":0.005,"vanishGrace":"30s"}}]}
 //
 // A field left out takes its default.
 type P2CConfig struct {
@@ -39,6 +39,8 @@ type P2CConfig struct {
 	// instance that was slow keeps being sampled and is noticed when it
 	// recovers. Default 0.005; 0 to 0.5.
 	ExploreShare float64 `json:"exploreShare"`
+	// VanishGrace: as in WeightedConfig.
+	VanishGrace Duration `json:"vanishGrace"`
 }
 
 // WeightedConfig is rollcall_weighted's configuration: it has only the
@@ -48,6 +50,24 @@ type WeightedConfig struct {
 
 	// FailurePenalty: as in P2CConfig.
 	FailurePenalty Duration `json:"failurePenalty"`
+	// VanishGrace is how long instances are kept after most or all of them
+	// left the resolver's list at once (within 5 s) while their
+	// connections were ready and their health service said SERVING: their
+	// keys expired because they lost etcd, not because they stopped. An
+	// instance that stopped (NOT_SERVING, connection closed) is never
+	// kept. Default 30s; 0 turns it off; at most 10m.
+	VanishGrace Duration `json:"vanishGrace"`
+}
+
+// vanishGrace is cfg's VanishGrace.
+func vanishGrace(cfg serviceconfig.LoadBalancingConfig) time.Duration {
+	switch c := cfg.(type) {
+	case *P2CConfig:
+		return time.Duration(c.VanishGrace)
+	case *WeightedConfig:
+		return time.Duration(c.VanishGrace)
+	}
+	return 0
 }
 
 // Duration is a time.Duration written in JSON as a string ("1s", "250ms").
@@ -70,10 +90,13 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 // MarshalJSON writes a duration string.
 func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
 
-const defaultPenalty = Duration(time.Second)
+const (
+	defaultPenalty     = Duration(time.Second)
+	defaultVanishGrace = Duration(30 * time.Second)
+)
 
 func parseP2CConfig(js json.RawMessage) (serviceconfig.LoadBalancingConfig, error) {
-	cfg := &P2CConfig{SlowFactor: 2, StuckFactor: 4, FailurePenalty: defaultPenalty, ExploreShare: 0.005}
+	cfg := &P2CConfig{SlowFactor: 2, StuckFactor: 4, FailurePenalty: defaultPenalty, ExploreShare: 0.005, VanishGrace: defaultVanishGrace}
 	if err := decodeStrict(P2CEWMA, js, cfg); err != nil {
 		return nil, err
 	}
@@ -85,26 +108,29 @@ func parseP2CConfig(js json.RawMessage) (serviceconfig.LoadBalancingConfig, erro
 	case cfg.ExploreShare < 0 || cfg.ExploreShare > 0.5:
 		return nil, fmt.Errorf("%s: exploreShare %v: want 0 to 0.5", P2CEWMA, cfg.ExploreShare)
 	}
-	if err := checkPenalty(P2CEWMA, cfg.FailurePenalty); err != nil {
+	if err := checkDurations(P2CEWMA, cfg.FailurePenalty, cfg.VanishGrace); err != nil {
 		return nil, err
 	}
 	return cfg, nil
 }
 
 func parseWeightedConfig(js json.RawMessage) (serviceconfig.LoadBalancingConfig, error) {
-	cfg := &WeightedConfig{FailurePenalty: defaultPenalty}
+	cfg := &WeightedConfig{FailurePenalty: defaultPenalty, VanishGrace: defaultVanishGrace}
 	if err := decodeStrict(Weighted, js, cfg); err != nil {
 		return nil, err
 	}
-	if err := checkPenalty(Weighted, cfg.FailurePenalty); err != nil {
+	if err := checkDurations(Weighted, cfg.FailurePenalty, cfg.VanishGrace); err != nil {
 		return nil, err
 	}
 	return cfg, nil
 }
 
-func checkPenalty(policy string, d Duration) error {
-	if d < Duration(time.Millisecond) || d > Duration(time.Minute) {
-		return fmt.Errorf("%s: failurePenalty %v: want 1ms to 1m", policy, time.Duration(d))
+func checkDurations(policy string, penalty, grace Duration) error {
+	if penalty < Duration(time.Millisecond) || penalty > Duration(time.Minute) {
+		return fmt.Errorf("%s: failurePenalty %v: want 1ms to 1m", policy, time.Duration(penalty))
+	}
+	if grace < 0 || grace > Duration(10*time.Minute) {
+		return fmt.Errorf("%s: vanishGrace %v: want 0 to 10m", policy, time.Duration(grace))
 	}
 	return nil
 }

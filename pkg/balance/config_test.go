@@ -22,6 +22,9 @@ func TestParseConfigNamesTheBadField(t *testing.T) {
 		{P2CEWMA, `{"failurePenalty":"0s"}`, "failurePenalty 0s"},
 		{P2CEWMA, `{"failurePenalty":"soon"}`, `"soon" is not a duration`},
 		{P2CEWMA, `{"slowness":2}`, `unknown field "slowness"`},
+		{P2CEWMA, `{"vanishGrace":"0s"}`, ""},
+		{P2CEWMA, `{"vanishGrace":"-1s"}`, "vanishGrace -1s"},
+		{Weighted, `{"vanishGrace":"1h"}`, "vanishGrace 1h0m0s"},
 		{Weighted, `{}`, ""},
 		{Weighted, `{"slowFactor":2}`, `unknown field "slowFactor"`},
 	}
@@ -37,7 +40,8 @@ func TestParseConfigNamesTheBadField(t *testing.T) {
 		})
 	}
 	cfg, _ := parseP2CConfig([]byte(`{"slowFactor":3}`))
-	if c := cfg.(*P2CConfig); c.SlowFactor != 3 || c.StuckFactor != 4 || time.Duration(c.FailurePenalty) != time.Second {
+	if c := cfg.(*P2CConfig); c.SlowFactor != 3 || c.StuckFactor != 4 || time.Duration(c.FailurePenalty) != time.Second ||
+		time.Duration(c.VanishGrace) != 30*time.Second {
 		t.Errorf("config %+v: want slowFactor 3 and the other defaults", c)
 	}
 }
