@@ -224,7 +224,10 @@ func (s *stack) startClient(args ...string) (*proc, error) {
 		policy = "round_robin"
 	}
 	metrics := freePort()
-	p, err := s.start("client", "client", append([]string{"-view", "lines", "-policy", policy, "-metrics-listen", metrics}, args...), append(s.env(), s.tlsEnv.client...)...)
+	// Snapshots: a client restarted while etcd is down starts from the
+	// last list it saw.
+	p, err := s.start("client", "client", append([]string{"-view", "lines", "-policy", policy, "-metrics-listen", metrics,
+		"-snapshot-dir", filepath.Join(".run", "snapshots")}, args...), append(s.env(), s.tlsEnv.client...)...)
 	if err == nil {
 		s.setMetrics(p, metrics)
 	}

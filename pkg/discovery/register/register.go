@@ -595,6 +595,8 @@ func (r *Registration) hold(ctx context.Context, key *keyWatch, lease clientv3.L
 	timer := time.NewTimer(r.renewalPeriod())
 	defer timer.Stop()
 	bo := backoff.Backoff{Base: minBackoff, Max: r.ttl / 4}
+	watchBo := backoff.Backoff{Base: minBackoff, Max: maxBackoff}
+	var rewatch <-chan time.Time // set while the key is not watched
 	for {
 		select {
 		case <-ctx.Done():
@@ -610,13 +612,23 @@ func (r *Registration) hold(ctx context.Context, key *keyWatch, lease clientv3.L
 				}
 				continue
 			}
-			// The watch ended (no leader, compaction, cancel): look at
-			// the key itself, then watch again from where it stands.
+			// The watch ended (no leader, compaction, cancel): look at the
+			// key itself, then watch again from where it stands. Renewals
+			// go on meanwhile.
+			key.stop()
+			rewatch = time.After(0)
+			continue
+		case <-rewatch:
 			kv, now, err := r.getKey(ctx)
-			if err != nil {
-				key.stop()
+			switch {
+			case errors.Is(err, rpctypes.ErrPermissionDenied):
 				return err
+			case err != nil:
+				rewatch = time.After(watchBo.Next())
+				continue
 			}
+			rewatch = nil
+			watchBo.Reset()
 			key.from(now + 1)
 			if kv == nil {
 				return errKeyDeleted
@@ -675,25 +687,17 @@ func (r *Registration) renew(ctx context.Context, lease clientv3.LeaseID) error 
 	return nil
 }
 
-// getKey reads the key (nil when absent) and etcd's current revision. It
-// retries while etcd does not answer, since the lease may well be alive.
+// getKey reads the key (nil when absent) and etcd's current revision.
 func (r *Registration) getKey(ctx context.Context) (*mvccpb.KeyValue, int64, error) {
-	bo := backoff.Backoff{Base: minBackoff, Max: r.ttl / 4}
-	for {
-		callCtx, cancel := context.WithTimeout(ctx, r.callTimeout())
-		resp, err := r.client.Get(callCtx, r.key)
-		cancel()
-		switch {
-		case err == nil && len(resp.Kvs) == 0:
-			return nil, resp.Header.Revision, nil
-		case err == nil:
-			return resp.Kvs[0], resp.Header.Revision, nil
-		case errors.Is(err, rpctypes.ErrPermissionDenied):
-			return nil, 0, fmt.Errorf("get %s: %w", r.key, err)
-		}
+	callCtx, cancel := context.WithTimeout(ctx, r.callTimeout())
+	defer cancel()
+	resp, err := r.client.Get(callCtx, r.key)
+	switch {
+	case err != nil:
 		r.etcdFailed(ctx, "get", err)
-		if !sleep(ctx, bo.Next()) {
-			return nil, 0, ctx.Err()
-		}
+		return nil, 0, fmt.Errorf("get %s: %w", r.key, err)
+	case len(resp.Kvs) == 0:
+		return nil, resp.Header.Revision, nil
 	}
+	return resp.Kvs[0], resp.Header.Revision, nil
 }

@@ -56,6 +56,7 @@ type Builder struct {
 	log       *slog.Logger
 	onUpdate  func(service string, instances []discovery.Instance)
 	observer  Observer
+	snapshots *snapshots // nil unless WithSnapshots
 
 	mu        sync.Mutex
 	watches   map[string]*serviceWatch

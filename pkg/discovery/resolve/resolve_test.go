@@ -126,9 +126,9 @@ func (l *lists) history(service string) [][]string {
 	return append([][]string(nil), l.seen[service]...)
 }
 
-func newBuilder(t *testing.T, c *clientv3.Client, l *lists) *resolve.Builder {
+func newBuilder(t *testing.T, c *clientv3.Client, l *lists, opts ...resolve.Option) *resolve.Builder {
 	t.Helper()
-	b, err := resolve.NewBuilder(c, resolve.WithOnUpdate(l.record))
+	b, err := resolve.NewBuilder(c, append([]resolve.Option{resolve.WithOnUpdate(l.record)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,8 +27,8 @@ const (
 	// errors; while it is unreachable, its return (a reconnect) ends the
 	// wait sooner.
 	maxBackoff = 8 * time.Second
-	// reconnectSpread: the check a reconnect triggers waits a random part
-	// of it, so that every client that sees etcd return does not ask in
+	// reconnectSpread: the list a reconnect triggers waits a random part
+	// of it, so that every client that sees etcd return does not list in
 	// the same instant.
 	reconnectSpread = 250 * time.Millisecond
 	// minRelistInterval rate-limits re-lists that gRPC asks for through
@@ -60,6 +62,10 @@ type serviceWatch struct {
 	observer Observer
 	refs     int // guarded by Builder.mu
 
+	snapshots *snapshots           // nil unless the Builder keeps them
+	saved     []discovery.Instance // the list last written to the snapshot
+	saveErr   bool                 // the last write failed (and was logged)
+
 	relist chan struct{}
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -72,18 +78,19 @@ type serviceWatch struct {
 func startWatch(b *Builder, service string, known snapshot) *serviceWatch {
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &serviceWatch{
-		client:   b.client,
-		service:  service,
-		prefix:   discovery.Prefix(b.namespace, service),
-		ns:       b.namespace,
-		log:      b.log.With("service", service),
-		onUpdate: b.onUpdate,
-		observer: b.observer,
-		relist:   make(chan struct{}, 1),
-		cancel:   cancel,
-		done:     make(chan struct{}),
-		snap:     known,
-		changed:  make(chan struct{}),
+		client:    b.client,
+		service:   service,
+		prefix:    discovery.Prefix(b.namespace, service),
+		ns:        b.namespace,
+		log:       b.log.With("service", service),
+		onUpdate:  b.onUpdate,
+		observer:  b.observer,
+		snapshots: b.snapshots,
+		relist:    make(chan struct{}, 1),
+		cancel:    cancel,
+		done:      make(chan struct{}),
+		snap:      known,
+		changed:   make(chan struct{}),
 	}
 	go w.run(ctx)
 	return w
@@ -192,7 +199,7 @@ func (w *serviceWatch) run(ctx context.Context) {
 			}
 			w.log.Debug("listing instances failed; keeping the last list", "err", err)
 			w.observer.ResolverEtcdError(w.service, "list", err)
-			if snap := w.current(); !snap.listed {
+			if snap := w.current(); !snap.listed && !w.startFromSnapshot(err) {
 				w.publish(snapshot{err: err})
 			}
 			if !sleepOr(ctx, bo.Next(), reconnected) || !sleepOr(ctx, rand.N(reconnectSpread), nil) {
@@ -282,7 +289,7 @@ func (w *serviceWatch) watch(ctx context.Context, st *state, rev int64, lastList
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 	events := w.client.Watch(wctx, w.prefix, clientv3.WithPrefix(), clientv3.WithRev(rev))
-	var graceEnd, relistDue, historyCheck <-chan time.Time
+	var graceEnd, relistDue, relistSoon <-chan time.Time
 	if len(st.carried) > 0 {
 		t := time.NewTimer(time.Until(st.carryUntil))
 		defer t.Stop()
@@ -304,17 +311,15 @@ func (w *serviceWatch) watch(ctx context.Context, st *state, rev int64, lastList
 		case <-relistDue:
 			return errRelistRequested
 		case <-reconnected:
-			// The client resumes the watch where it stood; list again only
-			// when etcd came back with an older history or as another
-			// cluster (wiped, replaced, restored), which a revision tells.
-			if historyCheck == nil {
-				historyCheck = time.After(rand.N(reconnectSpread))
+			// etcd may have come back empty or older, and a wiped etcd may
+			// already be past the revision the watch resumes from: only a
+			// list tells. A random part of reconnectSpread first, so that
+			// the clients that all see etcd return do not list at once.
+			if relistSoon == nil {
+				relistSoon = time.After(rand.N(reconnectSpread))
 			}
-		case <-historyCheck:
-			historyCheck = nil
-			if lost, err := w.historyLost(ctx, st); err != nil || lost {
-				return errReconnected
-			}
+		case <-relistSoon:
+			return errReconnected
 		case <-graceEnd:
 			graceEnd = nil
 			st.carried = nil
@@ -340,19 +345,6 @@ func (w *serviceWatch) watch(ctx context.Context, st *state, rev int64, lastList
 			w.publishState(st)
 		}
 	}
-}
-
-// historyLost asks etcd for its revision (one small request, where a list
-// reads every value) and reports whether it is older than what the watch
-// saw, or comes from another cluster.
-func (w *serviceWatch) historyLost(ctx context.Context, st *state) (bool, error) {
-	callCtx, cancel := context.WithTimeout(ctx, callTimeout)
-	defer cancel()
-	resp, err := w.client.Get(callCtx, w.prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
-	if err != nil {
-		return false, fmt.Errorf("read etcd's revision: %w", err)
-	}
-	return resp.Header.Revision < st.rev || resp.Header.ClusterId != st.cluster, nil
 }
 
 // apply records one key's value or deletion. A value that does not parse
@@ -410,6 +402,7 @@ func (w *serviceWatch) publishState(st *state) {
 		}
 	}
 	w.publish(snapshot{listed: true, instances: list})
+	w.save(list)
 	w.observer.ResolverUpdated(w.service, len(list))
 	if w.onUpdate != nil {
 		w.onUpdate(w.service, slices.Clone(list))
@@ -428,4 +421,46 @@ func sleepOr(ctx context.Context, d time.Duration, wake <-chan struct{}) bool {
 	case <-t.C:
 	}
 	return true
+}
+
+// startFromSnapshot publishes the saved list, when there is one young
+// enough, because etcd could not be read (err) before any list; it
+// reports whether it did. etcd's list replaces it when etcd answers.
+func (w *serviceWatch) startFromSnapshot(err error) bool {
+	if w.snapshots == nil {
+		return false
+	}
+	list, written, lerr := w.snapshots.load(w.ns, w.service, time.Now())
+	if lerr != nil {
+		if !errors.Is(lerr, fs.ErrNotExist) {
+			w.log.Warn("etcd is unreachable and the snapshot of the list cannot be used", "err", lerr)
+		}
+		return false
+	}
+	slices.SortFunc(list, func(a, b discovery.Instance) int { return strings.Compare(a.ID, b.ID) })
+	w.log.Warn("etcd is unreachable: starting from the list saved before, until etcd answers",
+		"instances", len(list), "saved", written.Format(time.RFC3339), "age", time.Since(written).Round(time.Second), "err", err)
+	w.saved = list
+	w.publish(snapshot{listed: true, instances: list})
+	w.observer.ResolverUpdated(w.service, len(list))
+	if w.onUpdate != nil {
+		w.onUpdate(w.service, slices.Clone(list))
+	}
+	return true
+}
+
+// save writes list to the snapshot when it changed; a failure is logged
+// once until a write succeeds again.
+func (w *serviceWatch) save(list []discovery.Instance) {
+	if w.snapshots == nil || w.saved != nil && slices.EqualFunc(list, w.saved, func(a, b discovery.Instance) bool { return a.Equal(b) }) {
+		return
+	}
+	if err := w.snapshots.save(w.ns, w.service, list); err != nil {
+		if !w.saveErr {
+			w.log.Warn("cannot save the snapshot of the list", "err", err)
+		}
+		w.saveErr = true
+		return
+	}
+	w.saved, w.saveErr = list, false
 }

@@ -37,6 +37,9 @@ type Config struct {
 	Policy string
 	// TLS, when it names a file, makes calls over (mutual) TLS.
 	TLS tlsfiles.Files
+	// SnapshotDir, when set, keeps the last list of each service read
+	// from etcd there, to start from when etcd is down at start.
+	SnapshotDir string
 
 	Mode        string
 	Rate        float64       // demo: calls per second
@@ -58,7 +61,7 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (*Config, 
 	env := map[string]string{
 		"service": "TARGET_SERVICE", "namespace": "DISCOVERY_NAMESPACE", "mode": "CLIENT_MODE", "rate": "CLIENT_RATE",
 		"concurrency": "CLIENT_CONCURRENCY", "duration": "CLIENT_DURATION", "timeout": "CLIENT_TIMEOUT",
-		"view": "CLIENT_VIEW", "policy": "CLIENT_POLICY",
+		"view": "CLIENT_VIEW", "policy": "CLIENT_POLICY", "snapshot-dir": "DISCOVERY_SNAPSHOT_DIR",
 	}
 	c.Etcd.RegisterFlags(fs, env)
 	fs.StringVar(&c.Service, "service", c.Service, "service to call")
@@ -71,6 +74,8 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (*Config, 
 	fs.DurationVar(&c.Duration, "duration", c.Duration, "how long to run (0: until interrupted)")
 	fs.DurationVar(&c.Timeout, "timeout", c.Timeout, "deadline of each call")
 	fs.StringVar(&c.View, "view", c.View, "table (redrawn in place), lines, none, or auto (table on a terminal)")
+	fs.StringVar(&c.SnapshotDir, "snapshot-dir", c.SnapshotDir,
+		"directory for the last list of each service read from etcd, used when etcd is down at start (off when empty)")
 	call.RegisterTLSFlags(&c.TLS, fs, env)
 	c.Log.RegisterFlags(fs, env)
 	c.Telemetry.RegisterFlags(fs, env)

@@ -35,9 +35,14 @@ func NewEtcdClient(cfg *config.Config, log *slog.Logger) (*clientv3.Client, func
 	return c, func() { c.Close() }, nil
 }
 
-// NewResolver resolves services from etcd, observed by tel.
+// NewResolver resolves services from etcd, observed by tel, keeping
+// snapshots of the lists when configured.
 func NewResolver(cfg *config.Config, etcd *clientv3.Client, log *slog.Logger, tel *telemetry.Telemetry) (*resolve.Builder, error) {
-	return resolve.NewBuilder(etcd, append(tel.ResolveOptions(), resolve.WithNamespace(cfg.Namespace), resolve.WithLogger(log))...)
+	opts := append(tel.ResolveOptions(), resolve.WithNamespace(cfg.Namespace), resolve.WithLogger(log))
+	if cfg.SnapshotDir != "" {
+		opts = append(opts, resolve.WithSnapshots(cfg.SnapshotDir, 0))
+	}
+	return resolve.NewBuilder(etcd, opts...)
 }
 
 // NewConn dials the configured service, its calls observed by tel; the
