@@ -38,6 +38,11 @@ type liveness struct {
 	// answers SERVICE_UNKNOWN once and then nothing).
 	beating atomic.Bool
 	last    atomic.Int64 // sinceEpoch at the last heartbeat
+	// overdueSeen: the timer found the heartbeat overdue, and not because
+	// the client itself was paused; cleared by the next heartbeat. Picks
+	// read it rather than the age alone, which a client's own pause
+	// inflates.
+	overdueSeen atomic.Bool
 	// onStall is told when a heartbeat is overdue, so that the attempts
 	// in flight on the instance can be cut at once.
 	onStall atomic.Pointer[addrState]
@@ -82,6 +87,7 @@ func (l *liveness) run(ctx context.Context, client healthpb.HealthClient) {
 				}
 				now := sinceEpoch()
 				prev := time.Duration(l.last.Swap(int64(now)))
+				l.overdueSeen.Store(false)
 				if resp.GetStatus() != healthpb.HealthCheckResponse_SERVICE_UNKNOWN {
 					l.beating.Store(true)
 				}
@@ -116,17 +122,20 @@ func (l *liveness) overdue() {
 		l.arm(LivenessInterval)
 		return
 	}
-	if !l.stalled(now) {
+	if !l.beating.Load() || now-time.Duration(l.last.Load()) <= stallAfter {
 		return
 	}
+	l.overdueSeen.Store(true)
 	if st := l.onStall.Load(); st != nil {
 		st.stalledNow()
 	}
 }
 
 // stalled reports whether a server that sends heartbeats has sent none
-// for stallAfter. A server without them (not rollcall's) is never called
-// stalled.
+// for stallAfter, as the timer confirmed: a client that was paused itself
+// (its timer late) does not call an instance stalled on silence its own
+// pause explains. A server without heartbeats (not rollcall's) is never
+// called stalled.
 func (l *liveness) stalled(now time.Duration) bool {
-	return l.beating.Load() && now-time.Duration(l.last.Load()) > stallAfter
+	return l.overdueSeen.Load() && now-time.Duration(l.last.Load()) > stallAfter
 }

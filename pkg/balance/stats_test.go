@@ -79,7 +79,8 @@ func TestEveryInstanceStalledSpreadsCalls(t *testing.T) {
 			for i := range eps {
 				st := &addrState{}
 				l := &liveness{}
-				l.beating.Store(true) // and no heartbeat since the epoch: stalled
+				l.beating.Store(true)     // and no heartbeat since the epoch,
+				l.overdueSeen.Store(true) // as its timer found: stalled
 				st.liveness.Store(l)
 				eps[i] = endpoint{picker: readyPicker{}, weight: 1, state: st, stats: &st.stats}
 			}
