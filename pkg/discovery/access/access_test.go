@@ -211,14 +211,7 @@ func TestRegistrationOutlivesARoleBeingEdited(t *testing.T) {
 	srv, greeterSvc := startWithGreeterUser(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	root, err := login(t, srv, "root", "secret-root")
-	if err != nil {
-		t.Fatal(err)
-	}
-	asGreeter, err := login(t, srv, greeterSvc.User(), "secret-greeter")
-	if err != nil {
-		t.Fatal(err)
-	}
+	root, asGreeter := loginRootAndGreeter(t, srv, greeterSvc)
 	r, err := register.New(asGreeter, discovery.Instance{Service: "greeter", ID: "g1", Addr: "127.0.0.1:1"},
 		register.WithLogger(quiet), register.WithTTL(5*time.Second))
 	if err != nil {
@@ -262,14 +255,7 @@ func TestRefusedWriteLeavesNoLease(t *testing.T) {
 	srv, greeterSvc := startWithGreeterUser(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	root, err := login(t, srv, "root", "secret-root")
-	if err != nil {
-		t.Fatal(err)
-	}
-	asGreeter, err := login(t, srv, greeterSvc.User(), "secret-greeter")
-	if err != nil {
-		t.Fatal(err)
-	}
+	root, asGreeter := loginRootAndGreeter(t, srv, greeterSvc)
 	// A service the greeter's role may not write.
 	r, err := register.New(asGreeter, discovery.Instance{Service: "billing", ID: "b1", Addr: "127.0.0.1:1"},
 		register.WithLogger(quiet), register.WithTTL(30*time.Second))
@@ -291,4 +277,18 @@ func TestRefusedWriteLeavesNoLease(t *testing.T) {
 	if len(leases.Leases) != 0 {
 		t.Errorf("%d leases left in etcd after refused writes, want 0", len(leases.Leases))
 	}
+}
+
+// loginRootAndGreeter connects as root and as the greeter's user of
+// startWithGreeterUser.
+func loginRootAndGreeter(t *testing.T, srv *etcdtest.Server, greeterSvc access.Service) (root, asGreeter *clientv3.Client) {
+	t.Helper()
+	root, err := login(t, srv, "root", "secret-root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if asGreeter, err = login(t, srv, greeterSvc.User(), "secret-greeter"); err != nil {
+		t.Fatal(err)
+	}
+	return root, asGreeter
 }

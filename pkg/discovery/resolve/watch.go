@@ -40,12 +40,15 @@ const (
 	// them: long enough for live instances to register again.
 	historyLossGrace = 10 * time.Second
 	callTimeout      = 5 * time.Second
+	// snapshotListTimeout bounds the first list of a resolver that has a
+	// snapshot to start from instead.
+	snapshotListTimeout = time.Second
 )
 
 // snapshot is one version of a service's instance list.
 type snapshot struct {
 	version   uint64
-	listed    bool                 // a list has been read from etcd
+	listed    bool                 // a list was published: from etcd, or a snapshot
 	instances []discovery.Instance // sorted by ID, one per address
 	err       error                // why no list could be read, while !listed
 }
@@ -192,7 +195,13 @@ func (w *serviceWatch) run(ctx context.Context) {
 	var lastList time.Time
 	for {
 		lastList = time.Now()
-		rev, err := w.list(ctx, st)
+		timeout := callTimeout
+		if w.snapshots != nil && !w.current().listed {
+			// A snapshot is waiting: do not keep calls waiting as long for
+			// an etcd that may be down.
+			timeout = snapshotListTimeout
+		}
+		rev, err := w.list(ctx, st, timeout)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -208,6 +217,7 @@ func (w *serviceWatch) run(ctx context.Context) {
 			continue
 		}
 		bo.Reset()
+		drainSignal(reconnected) // the list reached etcd after any reconnect so far
 		err = w.watch(ctx, st, rev+1, lastList, reconnected)
 		if ctx.Err() != nil {
 			return
@@ -229,7 +239,7 @@ const listPage = 256
 // list reads the whole prefix, a page at a time at one revision, and
 // publishes it, returning its revision. Each page has its own timeout, so
 // a prefix of any size is listed in the end.
-func (w *serviceWatch) list(ctx context.Context, st *state) (int64, error) {
+func (w *serviceWatch) list(ctx context.Context, st *state, timeout time.Duration) (int64, error) {
 	byKey := map[string]discovery.Instance{}
 	end := clientv3.GetPrefixRangeEnd(w.prefix)
 	from, rev := w.prefix, int64(0)
@@ -238,7 +248,7 @@ func (w *serviceWatch) list(ctx context.Context, st *state) (int64, error) {
 		if rev != 0 {
 			opts = append(opts, clientv3.WithRev(rev))
 		}
-		callCtx, cancel := context.WithTimeout(ctx, callTimeout)
+		callCtx, cancel := context.WithTimeout(ctx, timeout)
 		resp, err := w.client.Get(callCtx, from, opts...)
 		cancel()
 		if err != nil {
@@ -463,4 +473,12 @@ func (w *serviceWatch) save(list []discovery.Instance) {
 		return
 	}
 	w.saved, w.saveErr = list, false
+}
+
+// drainSignal empties a signal channel of buffer one.
+func drainSignal(ch <-chan struct{}) {
+	select {
+	case <-ch:
+	default:
+	}
 }

@@ -20,21 +20,21 @@ type Conn interface {
 var _ Conn = (*grpc.ClientConn)(nil)
 
 // Notify sends on ch (without blocking; ch should have a buffer of one)
-// every time conn becomes READY again after it was READY and then lost it;
-// the first connection is not a reconnect. It returns when ctx ends; its
-// caller owns the goroutine that runs it.
+// every time conn becomes READY after it was not, the first connection
+// included: a loop that started while etcd was down and is waiting out a
+// backoff tries again at once. Loops drain ch after a call that succeeded,
+// so a connection they already used does not wake them. It returns when
+// ctx ends; its caller owns the goroutine that runs it.
 func Notify(ctx context.Context, conn Conn, ch chan<- struct{}) {
 	state := conn.GetState()
-	wasReady := state == connectivity.Ready
 	for conn.WaitForStateChange(ctx, state) {
 		next := conn.GetState()
-		if next == connectivity.Ready && state != connectivity.Ready && wasReady {
+		if next == connectivity.Ready && state != connectivity.Ready {
 			select {
 			case ch <- struct{}{}:
 			default:
 			}
 		}
-		wasReady = wasReady || next == connectivity.Ready
 		state = next
 	}
 }
