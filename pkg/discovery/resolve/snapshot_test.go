@@ -1,6 +1,7 @@
 package resolve_test
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"testing"
@@ -39,12 +40,27 @@ func TestClientStartedWhileEtcdIsDownStartsFromTheSnapshot(t *testing.T) {
 // used: the resolver waits for etcd and says why.
 func TestUnusableSnapshotIsIgnored(t *testing.T) {
 	tests := []struct {
-		name   string
-		maxAge time.Duration
-		spoil  func(t *testing.T, file string)
+		name  string
+		spoil func(t *testing.T, file string)
 	}{
-		{"too old", time.Millisecond, func(*testing.T, string) { time.Sleep(5 * time.Millisecond) }},
-		{"garbage", 0, func(t *testing.T, file string) {
+		{"too old", func(t *testing.T, file string) {
+			var f map[string]any
+			data, err := os.ReadFile(file)
+			if err == nil {
+				err = json.Unmarshal(data, &f)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			f["written"] = time.Now().Add(-resolve.DefaultSnapshotMaxAge - time.Minute)
+			if data, err = json.Marshal(f); err == nil {
+				err = os.WriteFile(file, data, 0o644)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"garbage", func(t *testing.T, file string) {
 			if err := os.WriteFile(file, []byte("{not json"), 0o644); err != nil {
 				t.Fatal(err)
 			}
@@ -56,7 +72,7 @@ func TestUnusableSnapshotIsIgnored(t *testing.T) {
 			dir := t.TempDir()
 			registerBackend(t, srv.Client(), "greeter", startBackend(t, "a"))
 			first := newLists()
-			cc := dial(t, newBuilder(t, srv.Client(), first, resolve.WithSnapshots(dir, tt.maxAge)), "greeter")
+			cc := dial(t, newBuilder(t, srv.Client(), first, resolve.WithSnapshots(dir, 0)), "greeter")
 			awaitSpread(t, cc, "a")
 			cc.Close()
 			files, _ := filepath.Glob(filepath.Join(dir, "*", "greeter.json"))
@@ -67,7 +83,7 @@ func TestUnusableSnapshotIsIgnored(t *testing.T) {
 
 			srv.Stop()
 			l := newLists()
-			late := dial(t, newBuilder(t, srv.Client(), l, resolve.WithSnapshots(dir, tt.maxAge)), "greeter")
+			late := dial(t, newBuilder(t, srv.Client(), l, resolve.WithSnapshots(dir, 0)), "greeter")
 			if id, err := call(t.Context(), late); err == nil {
 				t.Errorf("call with etcd down and an unusable snapshot reached %s, want a failure", id)
 			}
