@@ -302,7 +302,7 @@ func (r *Registration) run(ctx context.Context) {
 			}
 			deniedSince = time.Time{}
 			r.setState(Registered, lease, nil)
-			drain(reconnected) // the write reached etcd after any reconnect so far
+			reconnect.Drain(reconnected) // the write reached etcd after any reconnect so far
 			held := time.Now()
 			err = r.hold(ctx, key, lease, rev, reconnected)
 			if errors.Is(err, errDisplaced) || errors.Is(err, errKeyReleased) {
@@ -369,14 +369,6 @@ func (r *Registration) retryWait(bo *backoff.Backoff, deniedSince time.Time) tim
 		wait = max(0, min(wait, time.Until(deniedSince.Add(r.ttl))))
 	}
 	return wait
-}
-
-// drain empties a signal channel of buffer one.
-func drain(ch <-chan struct{}) {
-	select {
-	case <-ch:
-	default:
-	}
 }
 
 // sleep waits d or until ctx ends, and reports whether ctx is still live.

@@ -65,9 +65,10 @@ type serviceWatch struct {
 	observer Observer
 	refs     int // guarded by Builder.mu
 
-	snapshots *snapshots           // nil unless the Builder keeps them
-	saved     []discovery.Instance // the list last written to the snapshot
-	saveErr   bool                 // the last write failed (and was logged)
+	snapshots     *snapshots           // nil unless the Builder keeps them
+	snapshotTried bool                 // the snapshot was read (once, at start)
+	saved         []discovery.Instance // the list last written to the snapshot
+	saveErr       bool                 // the last write failed (and was logged)
 
 	relist chan struct{}
 	cancel context.CancelFunc
@@ -196,7 +197,7 @@ func (w *serviceWatch) run(ctx context.Context) {
 	for {
 		lastList = time.Now()
 		timeout := callTimeout
-		if w.snapshots != nil && !w.current().listed {
+		if w.snapshots != nil && !w.snapshotTried && !w.current().listed {
 			// A snapshot is waiting: do not keep calls waiting as long for
 			// an etcd that may be down.
 			timeout = snapshotListTimeout
@@ -217,7 +218,7 @@ func (w *serviceWatch) run(ctx context.Context) {
 			continue
 		}
 		bo.Reset()
-		drainSignal(reconnected) // the list reached etcd after any reconnect so far
+		reconnect.Drain(reconnected) // the list reached etcd after any reconnect so far
 		err = w.watch(ctx, st, rev+1, lastList, reconnected)
 		if ctx.Err() != nil {
 			return
@@ -435,11 +436,13 @@ func sleepOr(ctx context.Context, d time.Duration, wake <-chan struct{}) bool {
 
 // startFromSnapshot publishes the saved list, when there is one young
 // enough, because etcd could not be read (err) before any list; it
-// reports whether it did. etcd's list replaces it when etcd answers.
+// reports whether it did. It reads the file once: a missing or unusable
+// one is not read again at every retry. etcd's list replaces it when etcd answers.
 func (w *serviceWatch) startFromSnapshot(err error) bool {
-	if w.snapshots == nil {
+	if w.snapshots == nil || w.snapshotTried {
 		return false
 	}
+	w.snapshotTried = true
 	list, written, lerr := w.snapshots.load(w.ns, w.service, time.Now())
 	if lerr != nil {
 		if !errors.Is(lerr, fs.ErrNotExist) {
@@ -473,12 +476,4 @@ func (w *serviceWatch) save(list []discovery.Instance) {
 		return
 	}
 	w.saved, w.saveErr = list, false
-}
-
-// drainSignal empties a signal channel of buffer one.
-func drainSignal(ch <-chan struct{}) {
-	select {
-	case <-ch:
-	default:
-	}
 }

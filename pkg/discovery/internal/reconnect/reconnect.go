@@ -38,3 +38,12 @@ func Notify(ctx context.Context, conn Conn, ch chan<- struct{}) {
 		state = next
 	}
 }
+
+// Drain empties ch, so that a reconnect a loop has already answered with
+// a successful call does not wake it again.
+func Drain(ch <-chan struct{}) {
+	select {
+	case <-ch:
+	default:
+	}
+}
