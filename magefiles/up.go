@@ -121,8 +121,19 @@ func bringUp(ctx context.Context, n int, detached bool) (*stack, error) {
 			return nil, err
 		}
 	}
+	var greeters []*proc
 	for range n {
-		if _, err := s.startGreeter(); err != nil {
+		p, err := s.startGreeter()
+		if err != nil {
+			s.stopAll()
+			return nil, err
+		}
+		greeters = append(greeters, p)
+	}
+	// The client starts once every greeter is in etcd, so that its first
+	// call is answered rather than told no instance is registered.
+	for _, p := range greeters {
+		if _, err := s.awaitKey(ctx, "rollcall/greeter/"+p.name, true, 30*time.Second); err != nil {
 			s.stopAll()
 			return nil, err
 		}
