@@ -108,7 +108,7 @@ func (a *Attempt) avoids(st *addrState) bool {
 }
 
 // begin records a pick of ep for a and returns the Done callback.
-func (a *Attempt) begin(ep endpoint, info balancer.PickInfo, start time.Time, live int, fleet *Fleet, child func(balancer.DoneInfo), penalty time.Duration) func(balancer.DoneInfo) {
+func (a *Attempt) begin(ep endpoint, info balancer.PickInfo, start time.Duration, live int, fleet *Fleet, child func(balancer.DoneInfo), penalty time.Duration) func(balancer.DoneInfo) {
 	a.fleet.Store(fleet)
 	a.rec = pickRecord{st: ep.state, start: start, deadline: deadlineOf(info), child: child, penalty: penalty}
 	a.picked.Store(ep.state)

@@ -262,8 +262,7 @@ func (ep endpoint) isStalled(now time.Duration) bool {
 // track picks ep through its pick_first picker and accounts for the
 // attempt until its Done: calls in flight, and the latency or failure it
 // ends with. live is how many instances the pick chose from.
-func track(ep endpoint, info balancer.PickInfo, a *Attempt, live int, penalty time.Duration) (balancer.PickResult, error) {
-	start := time.Now()
+func track(ep endpoint, info balancer.PickInfo, a *Attempt, live int, penalty, start time.Duration) (balancer.PickResult, error) {
 	res, err := ep.picker.Pick(info)
 	if err != nil {
 		return res, err
@@ -281,11 +280,15 @@ func track(ep endpoint, info balancer.PickInfo, a *Attempt, live int, penalty ti
 	return res, nil
 }
 
-// deadlineOf is the caller's deadline, zero if none.
-func deadlineOf(info balancer.PickInfo) time.Time {
+// deadlineOf is the caller's deadline on the sinceEpoch clock, zero if
+// none.
+func deadlineOf(info balancer.PickInfo) time.Duration {
 	if info.Ctx == nil {
-		return time.Time{}
+		return 0
 	}
-	d, _ := info.Ctx.Deadline()
-	return d
+	d, ok := info.Ctx.Deadline()
+	if !ok {
+		return 0
+	}
+	return d.Sub(epoch)
 }

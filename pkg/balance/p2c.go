@@ -44,7 +44,7 @@ func (p *p2cPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 			chosen = other
 		}
 	}
-	return track(chosen, info, a, len(eps), time.Duration(p.cfg.FailurePenalty))
+	return track(chosen, info, a, len(eps), time.Duration(p.cfg.FailurePenalty), now)
 }
 
 // minStuck is the shortest silence that makes an instance with calls in

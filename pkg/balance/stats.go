@@ -141,15 +141,15 @@ func judge(di balancer.DoneInfo, c cut, callerHadTime bool) verdict {
 // pickRecord is one pick being tracked until its Done.
 type pickRecord struct {
 	st       *addrState
-	start    time.Time
-	deadline time.Time // the caller's, zero if none
+	start    time.Duration // sinceEpoch
+	deadline time.Duration // the caller's, sinceEpoch; zero if none
 	child    func(balancer.DoneInfo)
 	penalty  time.Duration
 }
 
 // finish accounts for the pick's end.
 func (r *pickRecord) finish(di balancer.DoneInfo, c cut) {
-	now := time.Now()
+	now := sinceEpoch()
 	st := &r.st.stats
 	st.inflight.Add(-1)
 	if r.child != nil {
@@ -159,16 +159,16 @@ func (r *pickRecord) finish(di balancer.DoneInfo, c cut) {
 	// caller's own (clock skew, transit) is the caller's deadline: only a
 	// clear margin says the instance ran out of time on its own.
 	hadTime := false
-	if !r.deadline.IsZero() {
-		total := r.deadline.Sub(r.start)
-		hadTime = r.deadline.Sub(now) > max(10*time.Millisecond, total/10)
+	if r.deadline != 0 {
+		total := r.deadline - r.start
+		hadTime = r.deadline-now > max(10*time.Millisecond, total/10)
 	}
-	sample := now.Sub(r.start)
+	sample := now - r.start
 	v := judge(di, c, hadTime)
 	if v == answered || v == failed {
 		// To the millisecond: a store per answer would have every caller's
 		// goroutine write one shared word.
-		if t := int64(sinceEpoch()); t-st.lastAnswer.Load() > int64(time.Millisecond) {
+		if t := int64(now); t-st.lastAnswer.Load() > int64(time.Millisecond) {
 			st.lastAnswer.Store(t)
 		}
 	}

@@ -61,7 +61,7 @@ func (p *weightedPicker) Pick(info balancer.PickInfo) (balancer.PickResult, erro
 		}
 	}
 	p.mu.Unlock()
-	return track(p.eps[best], info, a, n, p.penalty)
+	return track(p.eps[best], info, a, n, p.penalty, now)
 }
 
 // weightOf is the weight an instance registered, 1 when it set none.

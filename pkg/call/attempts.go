@@ -61,7 +61,7 @@ type method struct {
 
 // hedgeDelay is how long a call of m waits before hedging, and how long
 // an attempt typically takes; ok is false when m is not hedged now.
-func (m *method) hedgeDelay(now time.Time) (delay, typical time.Duration, ok bool) {
+func (m *method) hedgeDelay(now time.Duration) (delay, typical time.Duration, ok bool) {
 	if !m.hedge {
 		return 0, 0, false
 	}
@@ -126,12 +126,12 @@ func (c *caller) unary(ctx context.Context, method string, req, reply any, cc *g
 		// One instance: nothing to hedge to, no other to cut over to; the
 		// call goes as on a plain connection, and only a failure takes the
 		// way of extra attempts.
-		start := time.Now()
+		start := sinceEpoch()
 		err := invoker(ctx, method, req, reply, cc, opts...)
-		now := time.Now()
+		now := sinceEpoch()
 		if code := status.Code(err); code != codes.Unavailable {
 			if code != codes.Canceled {
-				m.lat.record(now.Sub(start), now)
+				m.lat.record(now-start, now)
 			}
 			return c.rb.Explain(cc, err)
 		}
@@ -229,7 +229,7 @@ func (k *idempotentCall) run() error {
 	k.begin()
 	first := &k.slots[0]
 	ctx := k.ctx
-	start := time.Now()
+	start := sinceEpoch()
 	if f := k.c.fleet.Load(); f == nil || f.Ready() != 0 {
 		// Only an attempt with another instance to go to is worth cutting
 		// or hedging; a cancellable context costs each call allocations.
@@ -241,7 +241,7 @@ func (k *idempotentCall) run() error {
 		}
 	}
 	err := k.invoker(balance.WithAttempt(ctx, &first.att), k.method, k.req, k.reply, k.cc, k.opts...)
-	now := time.Now()
+	now := sinceEpoch()
 	if first.cancel != nil {
 		first.cancel(nil)
 	}
@@ -249,7 +249,7 @@ func (k *idempotentCall) run() error {
 		k.c.fleet.Store(f) // the first pick, or the balancer was rebuilt (idle mode)
 	}
 	if code := status.Code(err); code != codes.Canceled && code != codes.Unavailable || context.Cause(ctx) == errLost {
-		k.m.lat.record(now.Sub(start), now)
+		k.m.lat.record(now-start, now)
 	}
 	return k.afterFirst(err)
 }
@@ -269,12 +269,12 @@ func (k *idempotentCall) afterFirst(err error) error {
 }
 
 // timeLeft is the time until the caller's deadline.
-func (k *idempotentCall) timeLeft(now time.Time) time.Duration {
+func (k *idempotentCall) timeLeft(now time.Duration) time.Duration {
 	d, ok := k.ctx.Deadline()
 	if !ok {
 		return time.Duration(1<<63 - 1)
 	}
-	return d.Sub(now)
+	return d.Sub(epoch) - now
 }
 
 // finished takes the end of attempt i, and reports whether it is the
@@ -370,7 +370,8 @@ func (k *idempotentCall) hedge() {
 	if k.answered || k.running == 0 {
 		return
 	}
-	if _, typical, _ := k.m.hedgeDelay(time.Now()); k.timeLeft(time.Now()) <= typical {
+	now := sinceEpoch()
+	if _, typical, _ := k.m.hedgeDelay(now); k.timeLeft(now) <= typical {
 		return
 	}
 	k.extra(KindHedge)

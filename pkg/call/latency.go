@@ -15,10 +15,10 @@ import (
 type latencies struct {
 	windows  [2]histogram
 	active   atomic.Int32
-	rotateAt atomic.Int64 // unix nanos
+	rotateAt atomic.Int64 // sinceEpoch
 	mu       sync.Mutex   // rotation and quantile computation
 
-	nextCompute atomic.Int64 // unix nanos
+	nextCompute atomic.Int64 // sinceEpoch
 	hedgeAt     atomic.Int64 // the hedge quantile, ns; 0 = too few samples
 	median      atomic.Int64 // ns
 }
@@ -42,6 +42,13 @@ type histogram struct {
 
 // bucketOf is d's bucket: microseconds below 8 are exact, then eight
 // buckets per doubling.
+// epoch is the origin of sinceEpoch's clock.
+var epoch = time.Now()
+
+// sinceEpoch reads only the monotonic clock: time.Now reads the wall
+// clock too, and a call reads the time a few times.
+func sinceEpoch() time.Duration { return time.Since(epoch) }
+
 func bucketOf(d time.Duration) int {
 	us := uint64(max(d, 0) / time.Microsecond)
 	if us < 1<<subBucketLog {
@@ -66,8 +73,8 @@ func bucketTop(i int) time.Duration {
 // record adds one attempt's latency. Once the window holds enough samples
 // for a steady quantile, only one call in sampleEvery is recorded: the
 // counters are shared by every caller's goroutine.
-func (l *latencies) record(d time.Duration, now time.Time) {
-	if now.UnixNano() >= l.rotateAt.Load() {
+func (l *latencies) record(d, now time.Duration) {
+	if int64(now) >= l.rotateAt.Load() {
 		l.rotate(now)
 	}
 	h := &l.windows[l.active.Load()]
@@ -79,10 +86,10 @@ func (l *latencies) record(d time.Duration, now time.Time) {
 }
 
 // rotate starts a new window, clearing the older one.
-func (l *latencies) rotate(now time.Time) {
+func (l *latencies) rotate(now time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if now.UnixNano() < l.rotateAt.Load() {
+	if int64(now) < l.rotateAt.Load() {
 		return
 	}
 	next := 1 - l.active.Load()
@@ -92,15 +99,15 @@ func (l *latencies) rotate(now time.Time) {
 	}
 	h.total.Store(0)
 	l.active.Store(next)
-	l.rotateAt.Store(now.Add(latencyWindow).UnixNano())
+	l.rotateAt.Store(int64(now + latencyWindow))
 }
 
 // estimates returns the latency at quantile q and the median of the
 // recent attempts, recomputed at most every quantileEvery; zero when
 // there are too few samples.
-func (l *latencies) estimates(q float64, now time.Time) (atQ, median time.Duration) {
-	if now.UnixNano() >= l.nextCompute.Load() && l.mu.TryLock() {
-		l.nextCompute.Store(now.Add(quantileEvery).UnixNano())
+func (l *latencies) estimates(q float64, now time.Duration) (atQ, median time.Duration) {
+	if int64(now) >= l.nextCompute.Load() && l.mu.TryLock() {
+		l.nextCompute.Store(int64(now + quantileEvery))
 		a, m := l.compute(q)
 		l.hedgeAt.Store(int64(a))
 		l.median.Store(int64(m))

@@ -131,6 +131,7 @@ type load struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	start   time.Time
+	parts   []*load // startLoadPerWorker's
 }
 
 func startLoad(client greeterv1.GreeterServiceClient, workers int, deadline time.Duration) *load {
@@ -159,8 +160,31 @@ func startLoadInto(rec *recorder, client greeterv1.GreeterServiceClient, workers
 	return l
 }
 
+// startLoadPerWorker is startLoad with a recorder per worker, merged into
+// the load's by stop: workers that share one recorder queue on its lock.
+// Nothing is seen before stop.
+func startLoadPerWorker(client greeterv1.GreeterServiceClient, workers int, deadline time.Duration) *load {
+	l := &load{rec: newRecorder()}
+	for range workers {
+		part := startLoad(client, 1, deadline)
+		l.parts = append(l.parts, part)
+	}
+	l.start = time.Now()
+	return l
+}
+
 // stop ends the load and returns its duration.
 func (l *load) stop() time.Duration {
+	if l.parts != nil {
+		for _, p := range l.parts {
+			p.cancel()
+		}
+		for _, p := range l.parts {
+			p.wg.Wait()
+			l.rec.add(p.rec)
+		}
+		return time.Since(l.start)
+	}
 	l.cancel()
 	l.wg.Wait()
 	return time.Since(l.start)

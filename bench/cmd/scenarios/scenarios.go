@@ -524,7 +524,14 @@ func runChurn(ctx context.Context, e *env, t timing, r *result) error {
 // runThroughput compares calls per second through discovery and balancing
 // with calls over one direct connection, to the same single instance, so
 // the ratio is the cost of discovery, health checks, retries and
-// balancing alone. Rounds alternate so neither side gets a warmer machine.
+// balancing alone.
+//
+// It runs many short pairs of rounds, one each way, in alternating order,
+// and reports the median of the pairs' ratios, so drift in the machine's
+// speed cancels out, and the middle half of the ratios, which shows how
+// far one pair is from the next on this machine. Workers record calls
+// each into a recorder of its own (merged after the round), so that
+// recording costs both ways the same and nothing queues on it.
 func runThroughput(ctx context.Context, e *env, t timing, r *result) error {
 	addr, err := e.addrOf(ctx, "g1")
 	if err != nil {
@@ -535,51 +542,50 @@ func runThroughput(ctx context.Context, e *env, t timing, r *result) error {
 		return err
 	}
 	defer direct.Close()
-	directClient := greeterv1.NewGreeterServiceClient(direct)
-	// Pairs of rounds, one each way, in alternating order: the ratio is the
-	// median of the pairs' ratios, so drift in the machine's speed over
-	// the run cancels out.
-	// Every round counts into a recorder of its own, so both ways pay the
-	// same for recording; the discovery rounds are summed afterwards.
+	clients := [2]greeterv1.GreeterServiceClient{e.client, greeterv1.NewGreeterServiceClient(direct)}
 	viaDiscovery := newRecorder()
-	var discoveryTime, directTime time.Duration
-	var directCalls int
+	var elapsed, cpu [2]time.Duration
+	var calls [2]int
 	var ratios []float64
-	rate := func(c greeterv1.GreeterServiceClient) (float64, time.Duration, *recorder) {
-		l := startLoad(c, 32, time.Second)
+	round := func(way int) float64 {
+		cpu0 := cpuTime()
+		l := startLoadPerWorker(clients[way], 32, time.Second)
 		time.Sleep(t.throughput / throughputPairs)
-		elapsed := l.stop()
+		took := l.stop()
+		cpu[way] += cpuTime() - cpu0
+		elapsed[way] += took
 		n, _, _, _, _ := l.rec.snapshot()
-		return float64(n) / elapsed.Seconds(), elapsed, l.rec
+		calls[way] += n
+		if way == 0 {
+			viaDiscovery.add(l.rec)
+		}
+		return float64(n) / took.Seconds()
 	}
 	for pair := range throughputPairs {
-		var d, x float64
-		var de, xe time.Duration
-		var dr, xr *recorder
-		if pair%2 == 0 {
-			d, de, dr = rate(e.client)
-			x, xe, xr = rate(directClient)
-		} else {
-			x, xe, xr = rate(directClient)
-			d, de, dr = rate(e.client)
+		var rate [2]float64
+		for i := range 2 {
+			way := (pair + i) % 2
+			rate[way] = round(way)
 		}
-		viaDiscovery.add(dr)
-		discoveryTime, directTime = discoveryTime+de, directTime+xe
-		n, _, _, _, _ := xr.snapshot()
-		directCalls += n
-		ratios = append(ratios, d/x)
+		ratios = append(ratios, rate[0]/rate[1])
 	}
-	r.fill(viaDiscovery, discoveryTime)
+	r.fill(viaDiscovery, elapsed[0])
 	slices.Sort(ratios)
-	r.metric("direct_calls_per_second", float64(directCalls)/directTime.Seconds())
+	r.metric("direct_calls_per_second", float64(calls[1])/elapsed[1].Seconds())
 	r.metric("ratio", ratios[len(ratios)/2])
+	r.metric("ratio_q1", ratios[len(ratios)/4])
+	r.metric("ratio_q3", ratios[len(ratios)*3/4])
+	// The client's CPU per call each way: the part of the cost that is the
+	// client's alone.
+	r.metric("client_cpu_us_per_call", float64(cpu[0].Microseconds())/float64(calls[0]))
+	r.metric("direct_client_cpu_us_per_call", float64(cpu[1].Microseconds())/float64(calls[1]))
 	return nil
 }
 
 // throughputPairs is how many pairs of rounds the throughput scenario
 // runs: the median of many short pairs is steadier than few long ones on
 // a machine whose speed drifts.
-const throughputPairs = 11
+const throughputPairs = 45
 
 func cpuTime() time.Duration {
 	var ru syscall.Rusage

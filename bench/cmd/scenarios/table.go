@@ -77,7 +77,9 @@ var targets = map[string]target{
 	}},
 	"throughput": {"ratio >= 0.99", func(r result) (string, bool) {
 		ratio := r.Metrics["ratio"]
-		return fmt.Sprintf("%.0f/s vs %.0f/s direct = %.3f", r.CallsPerSec, r.Metrics["direct_calls_per_second"], ratio), r.Error == "" && ratio >= 0.99
+		return fmt.Sprintf("%.0f/s vs %.0f/s direct: median pair %.3f (middle half %.2f-%.2f); client CPU %.1f vs %.1f µs/call",
+			r.CallsPerSec, r.Metrics["direct_calls_per_second"], ratio, r.Metrics["ratio_q1"], r.Metrics["ratio_q3"],
+			r.Metrics["client_cpu_us_per_call"], r.Metrics["direct_client_cpu_us_per_call"]), r.Error == "" && ratio >= 0.99
 	}},
 }
 
