@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -106,22 +107,24 @@ func (r *recorder) firstCall(id string) <-chan time.Time {
 	return ch
 }
 
-func (r *recorder) snapshot() (calls, failed int, codes map[string]int, byID map[string]int, p99 time.Duration) {
+// tally is what a recorder has counted so far.
+type tally struct {
+	calls, failed int
+	codes         map[string]int // calls by status code
+	byID          map[string]int // calls answered OK, by instance
+	p99           time.Duration
+}
+
+func (r *recorder) snapshot() tally {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	t := tally{calls: r.calls, failed: r.failed, codes: maps.Clone(r.codes), byID: maps.Clone(r.byID)}
 	lat := slices.Clone(r.latencies)
 	slices.Sort(lat)
 	if len(lat) > 0 {
-		p99 = lat[(len(lat)*99)/100]
+		t.p99 = lat[(len(lat)*99)/100]
 	}
-	codes, byID = map[string]int{}, map[string]int{}
-	for k, v := range r.codes {
-		codes[k] = v
-	}
-	for k, v := range r.byID {
-		byID[k] = v
-	}
-	return r.calls, r.failed, codes, byID, p99
+	return t
 }
 
 // load runs closed-loop workers calling SayHello until stop.

@@ -3,18 +3,19 @@
 // (32 workers, 1 s deadline), applies one event, and records every call.
 // Each scenario runs for rollcall and for a baseline built only from
 // etcd's client/v3/naming packages, in the same run. It prints one JSON
-// line per run, then a table; it exits 1 when rollcall misses a target.
+// line per run, then a table, and with -write writes docs/benchmarks.md;
+// it exits 1 when rollcall misses a target.
 package main
 
 import (
 	"context"
-
 	"encoding/json"
 	"flag"
 	"fmt"
-	_ "google.golang.org/grpc/balancer/leastrequest" // compared in the balancing scenarios
 	"os"
 	"strings"
+
+	_ "google.golang.org/grpc/balancer/leastrequest" // compared in the balancing scenarios
 )
 
 func main() {
@@ -24,15 +25,13 @@ func main() {
 	}
 }
 
-// countsAttempts are the scenarios whose client counts every attempt:
-// the others do without the cost of it.
-var countsAttempts = map[string]bool{"kill": true, "term": true, "rolling": true, "hang": true}
-
 func run() error {
 	only := flag.String("run", "", "comma-separated scenarios (default: all)")
 	short := flag.Bool("smoke", false, "a few seconds per scenario, for CI")
 	stacks := flag.String("stacks", "rollcall,baseline", "stacks to run: rollcall, rollcall/<policy>, baseline")
 	bin := flag.String("bin", "bin", "directory with etcd, greeter and baseline-greeter")
+	write := flag.String("write", "", "write the results, with what each scenario does, to this markdown file")
+	gobench := flag.String("gobench", "", "file with the Go benchmarks' output, for -write")
 	var worker herdWorker
 	isWorker := worker.flags(flag.CommandLine)
 	flag.Parse()
@@ -44,37 +43,18 @@ func run() error {
 	if *short {
 		t = smoke
 	}
-	var chosen []stack
-	for _, name := range strings.Split(*stacks, ",") {
-		switch {
-		case strings.HasPrefix(name, "rollcall/"):
-			chosen = append(chosen, rollcallStack(*bin+"/greeter", strings.TrimPrefix(name, "rollcall/")))
-		case name == "rollcall":
-			chosen = append(chosen, rollcallStack(*bin+"/greeter", ""))
-		case name == "baseline":
-			chosen = append(chosen, baselineStack(*bin+"/baseline-greeter"))
-		default:
-			return fmt.Errorf("unknown stack %q: want rollcall or baseline", name)
-		}
+	chosen, err := parseStacks(*stacks, *bin)
+	if err != nil {
+		return err
 	}
-	selected, alone := scenarios, aloneScenarios
-	if *only != "" {
-		selected, alone = nil, nil
-		for _, name := range strings.Split(*only, ",") {
-			found := false
-			for _, s := range scenarios {
-				if s.name == name {
-					selected, found = append(selected, s), true
-				}
-			}
-			for _, s := range aloneScenarios {
-				if s.name == name {
-					alone, found = append(alone, s), true
-				}
-			}
-			if !found {
-				return fmt.Errorf("unknown scenario %q", name)
-			}
+	selected, err := selectScenarios(*only)
+	if err != nil {
+		return err
+	}
+	var goBenchmarks []byte
+	if *gobench != "" {
+		if goBenchmarks, err = os.ReadFile(*gobench); err != nil {
+			return fmt.Errorf("reading the Go benchmarks: %w", err)
 		}
 	}
 
@@ -82,47 +62,95 @@ func run() error {
 	var results []result
 	out := json.NewEncoder(os.Stdout)
 	for _, sc := range selected {
-		stacks := chosen
-		if sc.policies {
-			// Balancing scenarios compare rollcall's policies, not stacks.
-			stacks = nil
-			for _, p := range policies {
-				stacks = append(stacks, rollcallStack(*bin+"/greeter", p))
-			}
-		}
-		for _, st := range stacks {
-			r := result{Scenario: sc.name, Stack: st.name}
-			instances := make([][]string, sc.instances)
-			if sc.flags != nil {
-				instances = sc.flags
-			}
-			e, err := setup(ctx, st, *bin+"/etcd", sc.etcdSize, instances, countsAttempts[sc.name])
-			if err == nil {
-				sent0 := e.obs.sent.Load()
-				err = sc.run(ctx, e, t, &r)
-				if r.Calls > 0 && countsAttempts[sc.name] {
-					r.metric("attempts_per_call", float64(e.obs.sent.Load()-sent0)/float64(r.Calls))
-				}
-				e.close()
-			}
-			if err != nil {
-				r.Error = err.Error()
-			}
+		runScenario(ctx, sc, chosen, *bin, t, *short, func(r result) {
 			out.Encode(r)
 			results = append(results, r)
-		}
-	}
-	for _, sc := range alone {
-		r := result{Scenario: sc.name, Stack: "rollcall"}
-		if err := sc.run(ctx, *bin, *short, &r); err != nil {
-			r.Error = err.Error()
-		}
-		out.Encode(r)
-		results = append(results, r)
+		})
 	}
 	missed := printTable(os.Stdout, results) + printBalanceTable(os.Stdout, results)
+	if *write != "" {
+		if err := writeDocFile(*write, results, string(goBenchmarks)); err != nil {
+			return err
+		}
+	}
 	if missed > 0 {
 		return fmt.Errorf("rollcall missed %d target(s)", missed)
 	}
 	return nil
+}
+
+// parseStacks returns the stacks named in list.
+func parseStacks(list, bin string) ([]stack, error) {
+	var chosen []stack
+	for _, name := range strings.Split(list, ",") {
+		switch {
+		case strings.HasPrefix(name, "rollcall/"):
+			chosen = append(chosen, rollcallStack(bin+"/greeter", strings.TrimPrefix(name, "rollcall/")))
+		case name == "rollcall":
+			chosen = append(chosen, rollcallStack(bin+"/greeter", ""))
+		case name == "baseline":
+			chosen = append(chosen, baselineStack(bin+"/baseline-greeter"))
+		default:
+			return nil, fmt.Errorf("unknown stack %q: want rollcall, rollcall/<policy> or baseline", name)
+		}
+	}
+	return chosen, nil
+}
+
+// selectScenarios returns the scenarios named in list, comma-separated,
+// in its order; all of them when list is empty.
+func selectScenarios(list string) ([]scenario, error) {
+	if list == "" {
+		return scenarios, nil
+	}
+	var selected []scenario
+	for _, name := range strings.Split(list, ",") {
+		sc, ok := find(name)
+		if !ok {
+			var names []string
+			for _, s := range scenarios {
+				names = append(names, s.name)
+			}
+			return nil, fmt.Errorf("unknown scenario %q: want one of %s", name, strings.Join(names, ", "))
+		}
+		selected = append(selected, sc)
+	}
+	return selected, nil
+}
+
+// runScenario runs sc once per stack (once per policy for a balancing
+// scenario, once for rollcall for one that runs alone) and passes each
+// run's result to done as it ends; a run that fails carries its error.
+func runScenario(ctx context.Context, sc scenario, chosen []stack, bin string, t timing, short bool, done func(result)) {
+	if sc.runAlone != nil {
+		r := result{Scenario: sc.name, Stack: "rollcall"}
+		if err := sc.runAlone(ctx, bin, short, &r); err != nil {
+			r.Error = err.Error()
+		}
+		done(r)
+		return
+	}
+	if sc.policies {
+		// Balancing scenarios compare rollcall's policies, not stacks.
+		chosen = nil
+		for _, p := range policies {
+			chosen = append(chosen, rollcallStack(bin+"/greeter", p))
+		}
+	}
+	for _, st := range chosen {
+		r := result{Scenario: sc.name, Stack: st.name}
+		e, err := setup(ctx, st, bin+"/etcd", sc.members(), sc.greeterFlags(), sc.countsAttempts)
+		if err == nil {
+			sent0 := e.obs.sent.Load()
+			err = sc.run(ctx, e, t, &r)
+			if r.Calls > 0 && sc.countsAttempts {
+				r.metric("attempts_per_call", float64(e.obs.sent.Load()-sent0)/float64(r.Calls))
+			}
+			e.close()
+		}
+		if err != nil {
+			r.Error = err.Error()
+		}
+		done(r)
+	}
 }

@@ -45,16 +45,60 @@ type result struct {
 	Error       string             `json:"error,omitempty"`
 }
 
+// scenario is one benchmark: what happens, the figure it reports, what
+// rollcall must reach, and how it runs. docs/benchmarks.md and the results
+// tables are made from these records.
 type scenario struct {
-	name      string
-	etcdSize  int
+	name string
+	// event and figure describe the scenario in docs/benchmarks.md.
+	event, figure string
+	// describedWith names an earlier scenario whose row in the doc
+	// describes this one too.
+	describedWith string
+	target        target
+
+	// etcdMembers is the etcd cluster's size: 1 when zero.
+	etcdMembers int
+	// instances is how many greeters start: 3 when zero. flags, when set,
+	// are each instance's extra greeter flags and set their number.
 	instances int
-	// flags, when set, are each instance's extra greeter flags (and set
-	// the number of instances).
-	flags [][]string
-	// policies: run for each balancing policy instead of each stack.
+	flags     [][]string
+	// policies: run rollcall with each balancing policy instead of each
+	// stack.
 	policies bool
-	run      func(ctx context.Context, e *env, t timing, r *result) error
+	// countsAttempts: the client counts every attempt it sends; the other
+	// scenarios do without the cost of it.
+	countsAttempts bool
+	run            func(ctx context.Context, e *env, t timing, r *result) error
+	// runAlone, set instead of run, starts its own processes rather than a
+	// stack's greeters and client; it runs once, for rollcall.
+	runAlone func(ctx context.Context, bin string, short bool, r *result) error
+}
+
+// target is what rollcall must reach in a scenario.
+type target struct {
+	text string
+	// check returns the results table's cell for r and whether r meets
+	// the target.
+	check func(r result) (cell string, met bool)
+}
+
+func (s scenario) members() int {
+	if s.etcdMembers == 0 {
+		return 1
+	}
+	return s.etcdMembers
+}
+
+// greeterFlags is each instance's extra flags, one entry per instance.
+func (s scenario) greeterFlags() [][]string {
+	if s.flags != nil {
+		return s.flags
+	}
+	if s.instances == 0 {
+		return make([][]string, 3)
+	}
+	return make([][]string, s.instances)
 }
 
 // policies are the balancing policies the balancing scenarios compare;
@@ -71,47 +115,225 @@ var fast = []string{"-latency", "2ms"}
 // weight is a fast instance registered with weight w.
 func weight(w int) []string { return append(fast[:len(fast):len(fast)], "-weight", fmt.Sprint(w)) }
 
+// scenarios run in this order, and are described and tabled in it.
 var scenarios = []scenario{
-	{"kill", 1, 3, nil, false, func(ctx context.Context, e *env, t timing, r *result) error {
-		return underLoad(e, t, r, func() error { e.stopGreeter("g2", syscall.SIGKILL); return nil })
-	}},
-	{"term", 1, 3, nil, false, func(ctx context.Context, e *env, t timing, r *result) error {
-		return underLoad(e, t, r, func() error { e.stopGreeter("g2", syscall.SIGTERM); return nil })
-	}},
-	{"rolling", 1, 3, nil, false, runRolling},
-	{"scale-up", 1, 3, nil, false, runScaleUp},
-	{"etcd-down", 1, 3, nil, false, func(ctx context.Context, e *env, t timing, r *result) error {
-		return runEtcdOutage(ctx, e, t, r, false)
-	}},
-	{"etcd-wiped", 1, 3, nil, false, func(ctx context.Context, e *env, t timing, r *result) error {
-		return runEtcdOutage(ctx, e, t, r, true)
-	}},
-	{"etcd-leader", 3, 3, nil, false, runLeader},
-	{"churn", 1, 3, nil, false, runChurn},
-	{"throughput", 1, 1, nil, false, runThroughput},
-	{"slow", 1, 3, [][]string{fast, fast, fast}, true, runSlow},
-	{"hang", 1, 3, [][]string{fast, fast, fast}, true, runHang},
-	{"weights", 1, 3, [][]string{weight(1), weight(1), weight(3)}, true, runWeights},
-	{"deadline-600ms", 1, 3, [][]string{slowAnswer("600ms"), slowAnswer("600ms"), slowAnswer("600ms")}, false, runServerCalls},
-	{"deadline-900ms", 1, 3, [][]string{slowAnswer("900ms"), slowAnswer("900ms"), slowAnswer("900ms")}, false, runServerCalls},
-	{"outage", 1, 3, nil, false, runOutage},
-	{"errors", 1, 3, [][]string{notFound(fast), notFound(fast), notFound(slow)}, true, runErrors},
+	{
+		name: "kill", countsAttempts: true, run: stopOne(syscall.SIGKILL),
+		event: "`kill -9` of one instance", figure: "failed calls out of all calls", target: lossless,
+	},
+	{
+		name: "term", countsAttempts: true, run: stopOne(syscall.SIGTERM),
+		event: "SIGTERM of one instance", figure: "failed calls", target: lossless,
+	},
+	{
+		name: "rolling", countsAttempts: true, run: runRolling,
+		event:  "each instance replaced in turn (new one up and registered, old one SIGTERM)",
+		figure: "failed calls; new instances that served calls",
+		target: target{text: "0 failed; 3 new served; <= 1.05 attempts/call", check: func(r result) (string, bool) {
+			f, ok := failedCalls(r)
+			n := r.Metrics["new_instances_served"]
+			a, aok := attempts(r, 1.05)
+			return fmt.Sprintf("%s; %.0f new served; %s", f, n, a), ok && n == 3 && aok
+		}},
+	},
+	{
+		name: "scale-up", run: runScaleUp,
+		event:  "a fourth instance starts, 20 times",
+		figure: "time from its key's PUT event in etcd to the first call it serves (p50, p99)",
+		target: target{text: "first call <= 100 ms (p99)", check: func(r result) (string, bool) {
+			p := r.Metrics["first_call_p99_ms"]
+			return fmt.Sprintf("p50 %.1f ms, p99 %.1f ms", r.Metrics["first_call_p50_ms"], p), r.Error == "" && p <= 100
+		}},
+	},
+	{
+		name: "etcd-down", run: etcdOutage(false),
+		event:  "etcd `kill -9`, back after 10 s on the same data",
+		figure: "failed calls; time from etcd healthy again to every instance's key present under a lease; keys still there one lease TTL (10 s) later",
+		target: reregistered,
+	},
+	{
+		name: "etcd-wiped", run: etcdOutage(true),
+		event:  "etcd `kill -9`, its data deleted, an empty etcd on the same ports",
+		figure: `as etcd-down ("never": not within 15 s)`,
+		target: reregistered,
+	},
+	{
+		name: "etcd-leader", etcdMembers: 3, run: runLeader,
+		event:  "three-member etcd, its leader `kill -9`",
+		figure: "failed calls; DELETE events on the instances' keys",
+		target: target{text: "0 failed; 0 registrations lost", check: func(r result) (string, bool) {
+			f, ok := failedCalls(r)
+			lost := r.Metrics["registrations_lost"]
+			return fmt.Sprintf("%s; %.0f lost", f, lost), ok && lost == 0
+		}},
+	},
+	{
+		name: "churn", run: runChurn,
+		event:  "1,000 registrations put in 10 transactions, then deleted at once, 3 times",
+		figure: "longest time from etcd's answer to the resolver's list having the same size; CPU of the client process; heap in use after",
+		target: target{text: "list = etcd's within 1 s", check: func(r result) (string, bool) {
+			c := r.Metrics["converge_max_ms"]
+			return fmt.Sprintf("%.0f ms; cpu %.0f ms; heap %.1f MB", c, r.Metrics["client_cpu_ms"], r.Metrics["heap_inuse_mb"]), r.Error == "" && c <= 1000
+		}},
+	},
+	{
+		name: "throughput", instances: 1, run: runThroughput,
+		event: "no event, one instance",
+		figure: "calls per second through discovery and balancing vs over one direct connection to the same instance: " +
+			"the median ratio of 45 pairs of half-second rounds, one each way in alternating order, with the middle half " +
+			"of the pairs' ratios (how far one pair is from the next on this machine); the client's CPU per call each way",
+		target: target{text: "ratio >= 0.99", check: func(r result) (string, bool) {
+			ratio := r.Metrics["ratio"]
+			return fmt.Sprintf("%.0f/s vs %.0f/s direct: median pair %.3f (middle half %.2f-%.2f); client CPU %.1f vs %.1f µs/call",
+				r.CallsPerSec, r.Metrics["direct_calls_per_second"], ratio, r.Metrics["ratio_q1"], r.Metrics["ratio_q3"],
+				r.Metrics["client_cpu_us_per_call"], r.Metrics["direct_client_cpu_us_per_call"]), r.Error == "" && ratio >= 0.99
+		}},
+	},
+	{
+		name: "slow", flags: [][]string{fast, fast, fast}, policies: true, run: runSlow,
+		event:  "7 s all fast, then one instance replaced by one that answers in 20 ms, 7 s",
+		figure: "p99 and throughput with the slow one, as a ratio of all-fast; the slow one's share of calls",
+		target: target{text: "p99 <= 1.5x all-fast; throughput >= 0.95 of all-fast", check: func(r result) (string, bool) {
+			p, tp := r.Metrics["p99_ratio"], r.Metrics["throughput_ratio"]
+			return fmt.Sprintf("p99 %.2fx, throughput %.2f, slow share %.1f%%, %d failed", p, tp, 100*r.Metrics["slow_share"], r.Failed),
+				r.Error == "" && p <= 1.5 && tp >= 0.95
+		}},
+	},
+	{
+		name: "hang", flags: [][]string{fast, fast, fast}, policies: true, countsAttempts: true, run: runHang,
+		event: "SIGSTOP of one instance for 8 s, then SIGCONT",
+		figure: "failed calls; throughput during the stop / before; attempts sent to it from 1 s after the stop until SIGCONT; " +
+			"time from SIGCONT to the first call it serves",
+		target: target{text: "0 failed; throughput >= 0.9; no pick 1 s after the stop; back within 5 s", check: func(r result) (string, bool) {
+			tp, picks, back := r.Metrics["throughput_during_stop_ratio"], r.Metrics["picks_after_1s"], r.Metrics["back_after_ms"]
+			return fmt.Sprintf("%d failed; throughput %.2f; %.0f picks; back in %.0f ms", r.Failed, tp, picks, back),
+				r.Error == "" && r.Failed == 0 && tp >= 0.9 && picks == 0 && back >= 0 && back <= 5000
+		}},
+	},
+	{
+		name: "weights", flags: [][]string{weight(1), weight(1), weight(3)}, policies: true, run: runWeights,
+		event:  "instances registered with weights 1, 1, 3",
+		figure: "share of calls of each",
+		target: target{text: "shares 20/20/60 % within 2 points", check: func(r result) (string, bool) {
+			w := r.Metrics["worst_share_error_points"]
+			return fmt.Sprintf("%.0f/%.0f/%.0f %%", 100*r.Metrics["share_g1"], 100*r.Metrics["share_g2"], 100*r.Metrics["share_g3"]),
+				r.Error == "" && w <= 2
+		}},
+	},
+	{
+		name: "deadline-600ms", flags: allAnswerIn("600ms"), run: runServerCalls,
+		event:  "no event; every instance answers in 60 % (90 %) of the calls' 1 s deadline",
+		figure: "failed calls; calls the servers started (their metrics) per call the client began",
+		target: serverCalls,
+	},
+	{
+		name: "deadline-900ms", flags: allAnswerIn("900ms"), run: runServerCalls,
+		describedWith: "deadline-600ms",
+		target:        serverCalls,
+	},
+	{
+		name: "outage", run: runOutage,
+		event:  "every instance answers UNAVAILABLE for 5 s (SIGUSR1, then SIGUSR2)",
+		figure: "calls the servers started per call the client began during the outage; failed calls after it",
+		target: target{text: "<= 1.1 server calls/call during; 0 failed after", check: func(r result) (string, bool) {
+			s := r.Metrics["server_calls_per_call_during"]
+			return fmt.Sprintf("%.3f server calls/call during (%.0f calls); %d failed / %d after", s, r.Metrics["calls_during"], r.Failed, r.Calls),
+				r.Error == "" && s <= 1.1 && r.Failed == 0
+		}},
+	},
+	{
+		name: "errors", flags: [][]string{notFound(fast), notFound(fast), notFound(slow)}, policies: true, run: runErrors,
+		event: "as slow, and every instance answers NOT_FOUND to 30 % of calls",
+		figure: "the slow one's share of the calls answered OK; retries the client made (retries follow only UNAVAILABLE or a stall, " +
+			"so any would be a NOT_FOUND retried); hedges",
+		target: target{text: "slow share <= 2 %; no NOT_FOUND retried", check: func(r result) (string, bool) {
+			share, retried := r.Metrics["slow_share"], r.Metrics["not_found_retried"]
+			return fmt.Sprintf("slow share %.1f%%; %.0f NOT_FOUND retried; %.0f hedges; %s", 100*share, retried, r.Metrics["hedges"], fmt.Sprint(r.Codes)),
+				r.Error == "" && share <= 0.02 && retried == 0
+		}},
+	},
+	{
+		name: "herd", runAlone: runHerd,
+		event: "200 registrations and 50 resolvers (each with its own etcd client, in 4 processes) cut off from etcd by " +
+			"a TCP proxy for 15 s, longer than the 10 s lease TTL, while etcd stays up: every key expires",
+		figure: "time from the proxy letting them back to every key written again; peak requests etcd served in a second " +
+			"in the 5 s after (its `grpc_server_msg_received_total`, sampled every 100 ms), and in steady state before. rollcall only",
+		target: target{text: "every key written again <= 2 s after etcd returns", check: func(r result) (string, bool) {
+			ms := r.Metrics["reregister_ms"]
+			return fmt.Sprintf("%.0f registrations, %.0f resolvers: written again in %.0f ms; peak %.0f requests/s after the return (steady %.0f/s)",
+					r.Metrics["registrations"], r.Metrics["resolvers"], ms, r.Metrics["peak_requests_per_second"], r.Metrics["steady_requests_per_second"]),
+				r.Error == "" && ms >= 0 && ms <= 2000
+		}},
+	},
 }
 
-// aloneScenario starts its own processes rather than a stack's greeters
-// and client; it runs once, for rollcall.
-type aloneScenario struct {
-	name string
-	run  func(ctx context.Context, bin string, short bool, r *result) error
+// find returns the scenario called name.
+func find(name string) (scenario, bool) {
+	for _, s := range scenarios {
+		if s.name == name {
+			return s, true
+		}
+	}
+	return scenario{}, false
 }
 
-var aloneScenarios = []aloneScenario{
-	{"herd", runHerd},
+func failedCalls(r result) (string, bool) {
+	return fmt.Sprintf("%d failed / %d", r.Failed, r.Calls), r.Failed == 0 && r.Error == ""
 }
 
-// slowAnswer is an instance answering after d, a large share of the
+// attempts shows the attempts sent per call, and whether they are within
+// limit.
+func attempts(r result, limit float64) (string, bool) {
+	a := r.Metrics["attempts_per_call"]
+	return fmt.Sprintf("%.3f attempts/call", a), a <= limit
+}
+
+// lossless is the target of an instance stopped under load.
+var lossless = target{text: "0 failed calls; <= 1.05 attempts/call", check: func(r result) (string, bool) {
+	f, ok := failedCalls(r)
+	a, aok := attempts(r, 1.05)
+	return f + "; " + a, ok && aok
+}}
+
+// serverCalls is the target of calls near their deadline: the failed
+// calls and the server calls per client call.
+var serverCalls = target{text: "0 failed; <= 1.1 server calls/call", check: func(r result) (string, bool) {
+	f, ok := failedCalls(r)
+	s := r.Metrics["server_calls_per_call"]
+	return fmt.Sprintf("%s; %.3f server calls/call", f, s), ok && s <= 1.1
+}}
+
+// reregistered is the target of etcd coming back.
+var reregistered = target{text: "0 failed; re-registered <= 2 s, and still a TTL later", check: func(r result) (string, bool) {
+	f, ok := failedCalls(r)
+	ms, kept := r.Metrics["reregister_ms"], r.Metrics["registered_after_ttl"]
+	if ms < 0 {
+		return fmt.Sprintf("%s; never re-registered; %.0f of 3 registered a TTL later", f, kept), false
+	}
+	return fmt.Sprintf("%s; re-registered in %.0f ms; %.0f of 3 registered a TTL later", f, ms, kept), ok && ms <= 2000 && kept == 3
+}}
+
+// stopOne stops instance g2 with sig under load.
+func stopOne(sig syscall.Signal) func(ctx context.Context, e *env, t timing, r *result) error {
+	return func(ctx context.Context, e *env, t timing, r *result) error {
+		return underLoad(e, t, r, func() error { e.stopGreeter("g2", sig); return nil })
+	}
+}
+
+// etcdOutage kills etcd under load and brings it back on the same data,
+// or wiped.
+func etcdOutage(wipe bool) func(ctx context.Context, e *env, t timing, r *result) error {
+	return func(ctx context.Context, e *env, t timing, r *result) error {
+		return runEtcdOutage(ctx, e, t, r, wipe)
+	}
+}
+
+// allAnswerIn is three instances answering after d, a large share of the
 // load's 1 s deadline.
-func slowAnswer(d string) []string { return []string{"-latency", d} }
+func allAnswerIn(d string) [][]string {
+	answer := []string{"-latency", d}
+	return [][]string{answer, answer, answer}
+}
 
 // slow is a balancing scenario's slow instance: ten times fast.
 var slow = []string{"-latency", "20ms"}
@@ -185,8 +407,8 @@ func runErrors(ctx context.Context, e *env, t timing, r *result) error {
 	time.Sleep(t.warm + t.after)
 	r.fill(l.rec, l.stop())
 	x1 := e.obs.extraAttempts()
-	_, _, codes, byID, _ := l.rec.snapshot()
-	r.metric("slow_share", float64(byID["g3"])/float64(max(r.Calls-codes["NotFound"], 1)))
+	got := l.rec.snapshot()
+	r.metric("slow_share", float64(got.byID["g3"])/float64(max(r.Calls-got.codes["NotFound"], 1)))
 	r.metric("not_found_retried", float64(x1[call.KindRetry]-x0[call.KindRetry]))
 	r.metric("hedges", float64(x1[call.KindHedge]-x0[call.KindHedge]))
 	return nil
@@ -199,8 +421,8 @@ func runSlow(ctx context.Context, e *env, t timing, r *result) error {
 		l := startLoad(e.client, 32, time.Second)
 		time.Sleep(t.warm + t.after)
 		elapsed := l.stop()
-		calls, _, _, _, p := l.rec.snapshot()
-		return p, float64(calls) / elapsed.Seconds()
+		got := l.rec.snapshot()
+		return got.p99, float64(got.calls) / elapsed.Seconds()
 	}
 	fastP99, fastRate := measure()
 	id, err := e.startGreeter("-latency", "20ms")
@@ -217,10 +439,10 @@ func runSlow(ctx context.Context, e *env, t timing, r *result) error {
 	l := startLoad(e.client, 32, time.Second)
 	time.Sleep(t.warm + t.after)
 	r.fill(l.rec, l.stop())
-	_, _, _, byID, slowP99 := l.rec.snapshot()
-	r.metric("p99_ratio", float64(slowP99)/float64(fastP99))
+	got := l.rec.snapshot()
+	r.metric("p99_ratio", float64(got.p99)/float64(fastP99))
 	r.metric("throughput_ratio", r.CallsPerSec/fastRate)
-	r.metric("slow_share", float64(byID[id])/float64(max(r.Calls, 1)))
+	r.metric("slow_share", float64(got.byID[id])/float64(max(r.Calls, 1)))
 	return nil
 }
 
@@ -232,10 +454,10 @@ func runHang(ctx context.Context, e *env, t timing, r *result) error {
 	}
 	l := startLoad(e.client, 32, time.Second)
 	time.Sleep(t.warm)
-	beforeCalls, _, _, _, _ := l.rec.snapshot()
+	beforeCalls := l.rec.snapshot().calls
 	beforeStart := time.Now()
 	time.Sleep(2 * time.Second)
-	midCalls, _, _, _, _ := l.rec.snapshot()
+	midCalls := l.rec.snapshot().calls
 	before := float64(midCalls-beforeCalls) / time.Since(beforeStart).Seconds()
 
 	p := e.greeters["g2"]
@@ -247,7 +469,7 @@ func runHang(ctx context.Context, e *env, t timing, r *result) error {
 		hangFor = 3 * time.Second
 	}
 	time.Sleep(hangFor)
-	duringCalls, _, _, _, _ := l.rec.snapshot()
+	duringCalls := l.rec.snapshot().calls
 	during := float64(duringCalls-midCalls) / time.Since(stopped).Seconds()
 	resumed := time.Now()
 	p.cmd.Process.Signal(syscall.SIGCONT)
@@ -276,7 +498,7 @@ func runWeights(ctx context.Context, e *env, t timing, r *result) error {
 	l := startLoad(e.client, 32, time.Second)
 	time.Sleep(t.warm + t.after)
 	r.fill(l.rec, l.stop())
-	_, _, _, byID, _ := l.rec.snapshot()
+	byID := l.rec.snapshot().byID
 	worst := 0.0
 	for id, want := range map[string]float64{"g1": 0.2, "g2": 0.2, "g3": 0.6} {
 		share := float64(byID[id]) / float64(max(r.Calls, 1))
@@ -300,10 +522,10 @@ func underLoad(e *env, t timing, r *result, event func() error) error {
 }
 
 func (r *result) fill(rec *recorder, elapsed time.Duration) {
-	calls, failed, codes, _, p99 := rec.snapshot()
-	r.Calls, r.Failed, r.Codes = calls, failed, codes
-	r.CallsPerSec = float64(calls) / elapsed.Seconds()
-	r.P99Ms = float64(p99.Microseconds()) / 1000
+	got := rec.snapshot()
+	r.Calls, r.Failed, r.Codes = got.calls, got.failed, got.codes
+	r.CallsPerSec = float64(got.calls) / elapsed.Seconds()
+	r.P99Ms = float64(got.p99.Microseconds()) / 1000
 }
 
 func (r *result) metric(name string, v float64) {
@@ -337,7 +559,7 @@ func runRolling(ctx context.Context, e *env, t timing, r *result) error {
 	}()
 	time.Sleep(t.after)
 	r.fill(l.rec, l.stop())
-	_, _, _, byID, _ := l.rec.snapshot()
+	byID := l.rec.snapshot().byID
 	served := 0
 	for _, id := range fresh {
 		if byID[id] > 0 {
@@ -554,7 +776,7 @@ func runThroughput(ctx context.Context, e *env, t timing, r *result) error {
 		took := l.stop()
 		cpu[way] += cpuTime() - cpu0
 		elapsed[way] += took
-		n, _, _, _, _ := l.rec.snapshot()
+		n := l.rec.snapshot().calls
 		calls[way] += n
 		if way == 0 {
 			viaDiscovery.add(l.rec)
