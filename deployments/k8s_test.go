@@ -20,7 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
 
-	"github.com/rollcall/rollcall/pkg/balance"
+	"github.com/rollcall/rollcall/pkg/liveness"
 	"github.com/rollcall/rollcall/pkg/serve"
 )
 
@@ -372,7 +372,7 @@ func checkServiceContainer(t *testing.T, w workload, c corev1.Container, h binar
 	// pkg/serve's liveness name, SERVING while the process answers at all.
 	service := h.value(env, "service")
 	checkGRPCProbe(t, where, "readinessProbe", c.ReadinessProbe, port, []string{service})
-	checkGRPCProbe(t, where, "livenessProbe", c.LivenessProbe, port, []string{balance.LivenessService})
+	checkGRPCProbe(t, where, "livenessProbe", c.LivenessProbe, port, []string{liveness.Service})
 
 	// Stopping: preStop, then SIGTERM: revoke, drain, graceful stop.
 	stop := serve.RevokeTimeout + h.duration(t, env, "drain-delay") + h.duration(t, env, "stop-timeout")

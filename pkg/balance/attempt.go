@@ -155,10 +155,10 @@ func (st *addrState) remove(a *Attempt) {
 	st.mu.Unlock()
 }
 
-// stalledNow offers every attempt in flight on st to its caller to cut.
-// The lock is held throughout, so an attempt cannot finish (and be
-// reused) while its OnStall runs.
-func (st *addrState) stalledNow() {
+// Stalled (a liveness.Listener method) offers every attempt in flight on
+// st to its caller to cut. The lock is held throughout, so an attempt
+// cannot finish (and be reused) while its OnStall runs.
+func (st *addrState) Stalled() {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	for a := st.inflight; a != nil; a = a.next {

@@ -1,25 +1,42 @@
-// Package balance adds load-aware balancing policies to gRPC. Import it
-// (call does) and name a policy in the service config:
+// Package balance adds two load-aware balancing policies to gRPC. Import
+// it (package call does) and name a policy in the service config:
 //
 //	{"loadBalancingConfig":[{"rollcall_p2c_ewma":{}}]}
 //
-// Policies (their JSON fields: P2CConfig, WeightedConfig):
+// Policies (their JSON fields: P2CConfig, WeightedConfig; ParseConfig
+// rejects a field it does not know):
 //
 //   - rollcall_p2c_ewma (P2CEWMA): power of two choices, drawn by registered
-//     weight, compared by an asymmetric EWMA of latency, unless one has
-//     calls in flight and no answer for a while; for unequal or stalling
+//     weight (discovery.Metadata.Weight) and compared by an asymmetric EWMA
+//     of latency, unless one has calls in flight and no answer for a while
+//     (stuck); a small share of picks skips the comparison, so a slow
+//     instance is noticed when it recovers. For unequal or stalling
 //     instances.
 //   - rollcall_weighted (Weighted): smooth weighted round robin by the
-//     weight each instance registered (discovery.Metadata.Weight).
+//     registered weight. It keeps the same latency figures, but picks by
+//     weight alone.
 //
+// Both run grpc-go's pick_first per instance (so client health checking
+// works) and pick among the ready ones. A new instance, and one that beats
+// again after a stall, starts from its peers' mean latency, not from zero.
 // Only what says something about an instance counts against it
 // (UNAVAILABLE, RESOURCE_EXHAUSTED, running out of time while the caller
-// still had time, a stall); every other code is an answer, with its
-// latency. Both policies skip an instance whose heartbeat stopped (a
-// stopped or stuck process: see LivenessService) until it beats again, and
-// then cut the attempts in flight on it that package call lets them cut
-// (see Attempt). Both use grpc-go's pick_first per instance, so client
-// health checking works.
+// still had time, a stall), as at least FailurePenalty; every other code
+// is an answer, with its latency.
+//
+// Both skip an instance whose heartbeat stopped (a stopped or stuck
+// process: see package liveness) until it beats again, unless every
+// instance stopped. When most or all instances leave the resolver's list
+// at once while their connections are ready and serving (their keys
+// expired because they lost etcd, not because they stopped), both keep
+// them for VanishGrace.
+//
+// A caller can steer and follow each attempt of a call through an Attempt
+// in the attempt's context (WithAttempt; package call does): which
+// instances the pick avoids (Avoid), what happens to the attempts in
+// flight on an instance that stalls (OnStall: the caller may cut them),
+// an attempt that lost to another of the same call (Lost), and what the
+// pick saw (Picked, Live, Fleet).
 package balance
 
 import (
@@ -34,6 +51,8 @@ import (
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/serviceconfig"
+
+	"github.com/rollcall/rollcall/pkg/liveness"
 )
 
 // Policy names.
@@ -55,10 +74,6 @@ type endpoint struct {
 	stats  *stats // &state.stats
 	fleet  *Fleet
 }
-
-// liveness returns the instance's heartbeat watch, nil before its
-// connection is ready.
-func (ep endpoint) liveness() *liveness { return ep.state.liveness.Load() }
 
 type builder struct {
 	name      string
@@ -151,7 +166,7 @@ func (lb *loadAware) state(addr string) *addrState {
 	st, ok := lb.byAddr[addr]
 	if !ok {
 		st = &addrState{lb: lb}
-		st.stats.lastAnswer.Store(int64(sinceEpoch())) // silence counts from its arrival
+		st.stats.lastAnswer.Store(int64(liveness.Now())) // silence counts from its arrival
 		lb.byAddr[addr] = st
 	}
 	return st
@@ -171,10 +186,7 @@ func (lb *loadAware) NewSubConn(addrs []resolver.Address, opts balancer.NewSubCo
 	opts.StateListener = func(s balancer.SubConnState) {
 		switch s.ConnectivityState {
 		case connectivity.Ready:
-			p, _ := sc.GetOrBuildProducer(livenessProducer)
-			l := p.(*liveness)
-			l.onStall.Store(st)
-			st.liveness.Store(l)
+			st.watch(liveness.WatchSubConn(sc))
 		case connectivity.Shutdown:
 			lb.mu.Lock()
 			if lb.byAddr[addr] == st {
@@ -255,8 +267,8 @@ func filter(eps []endpoint, keep func(endpoint) bool) []endpoint {
 }
 
 func (ep endpoint) isStalled(now time.Duration) bool {
-	l := ep.liveness()
-	return l != nil && l.stalled(now)
+	hb := ep.state.heartbeat.Load()
+	return hb != nil && (*hb).Stalled(now)
 }
 
 // track picks ep through its pick_first picker and accounts for the
@@ -280,7 +292,7 @@ func track(ep endpoint, info balancer.PickInfo, a *Attempt, live int, penalty, s
 	return res, nil
 }
 
-// deadlineOf is the caller's deadline on the sinceEpoch clock, zero if
+// deadlineOf is the caller's deadline on liveness.Now's clock, zero if
 // none.
 func deadlineOf(info balancer.PickInfo) time.Duration {
 	if info.Ctx == nil {
@@ -290,5 +302,5 @@ func deadlineOf(info balancer.PickInfo) time.Duration {
 	if !ok {
 		return 0
 	}
-	return d.Sub(epoch)
+	return liveness.At(d)
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/rollcall/rollcall/pkg/discovery/register"
 	"github.com/rollcall/rollcall/pkg/discovery/resolve"
 	"github.com/rollcall/rollcall/pkg/etcdtest"
+	"github.com/rollcall/rollcall/pkg/liveness"
 )
 
 func TestMain(m *testing.M) {
@@ -65,7 +66,7 @@ func (b *backend) Check(ctx context.Context, _ *healthpb.HealthCheckRequest) (*h
 }
 
 func (b *backend) Watch(req *healthpb.HealthCheckRequest, stream healthpb.Health_WatchServer) error {
-	tick := time.NewTicker(balance.LivenessInterval)
+	tick := time.NewTicker(liveness.Interval)
 	defer tick.Stop()
 	for {
 		if err := b.wait(stream.Context()); err != nil {
@@ -74,7 +75,7 @@ func (b *backend) Watch(req *healthpb.HealthCheckRequest, stream healthpb.Health
 		if err := stream.Send(&healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}); err != nil {
 			return err
 		}
-		if req.GetService() != balance.LivenessService {
+		if req.GetService() != liveness.Service {
 			<-stream.Context().Done()
 			return nil
 		}

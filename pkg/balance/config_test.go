@@ -6,73 +6,75 @@ import (
 	"time"
 
 	"google.golang.org/grpc/balancer"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 )
 
+// ParseConfig of either policy accepts what its config documents and
+// rejects anything else with an error that names the policy and the bad
+// field or value.
 func TestParseConfigNamesTheBadField(t *testing.T) {
 	tests := []struct {
-		policy, json, wantErr string
+		name, policy, json, wantErr string
 	}{
-		{P2CEWMA, `{}`, ""},
-		{P2CEWMA, `{"slowFactor":3,"stuckFactor":8,"failurePenalty":"250ms","exploreShare":0}`, ""},
-		{P2CEWMA, `{"slowFactor":0.5}`, "slowFactor 0.5"},
-		{P2CEWMA, `{"stuckFactor":0.5}`, "stuckFactor 0.5"},
-		{P2CEWMA, `{"exploreShare":0.9}`, "exploreShare 0.9"},
-		{P2CEWMA, `{"failurePenalty":"0s"}`, "failurePenalty 0s"},
-		{P2CEWMA, `{"failurePenalty":"soon"}`, `"soon" is not a duration`},
-		{P2CEWMA, `{"slowness":2}`, `unknown field "slowness"`},
-		{P2CEWMA, `{"vanishGrace":"0s"}`, ""},
-		{P2CEWMA, `{"vanishGrace":"-1s"}`, "vanishGrace -1s"},
-		{Weighted, `{"vanishGrace":"1h"}`, "vanishGrace 1h0m0s"},
-		{Weighted, `{}`, ""},
-		{Weighted, `{"slowFactor":2}`, `unknown field "slowFactor"`},
+		{"valid: empty", P2CEWMA, `{}`, ""},
+		{"valid: null", P2CEWMA, `null`, ""},
+		{"valid: nothing", P2CEWMA, ` `, ""},
+		{"valid: every field", P2CEWMA, `{"slowFactor":3,"stuckFactor":8,"failurePenalty":"250ms","exploreShare":0,"vanishGrace":"1m"}`, ""},
+		{"valid: the bounds", P2CEWMA, `{"slowFactor":1000,"stuckFactor":1,"failurePenalty":"1m","exploreShare":0.5,"vanishGrace":"10m"}`, ""},
+		{"valid: vanishGrace off", P2CEWMA, `{"vanishGrace":"0s"}`, ""},
+		{"unknown field", P2CEWMA, `{"slowness":2}`, `unknown field "slowness"`},
+		{"unknown field beside known ones", P2CEWMA, `{"slowFactor":2,"retries":3}`, `unknown field "retries"`},
+		{"wrong type: number as string", P2CEWMA, `{"slowFactor":"2"}`, "slowFactor of type float64"},
+		{"wrong type: duration as number", P2CEWMA, `{"failurePenalty":5}`, `5 is not a duration string like "1s"`},
+		{"wrong type: not an object", P2CEWMA, `[]`, "cannot unmarshal array"},
+		{"not a duration", P2CEWMA, `{"failurePenalty":"soon"}`, `"soon" is not a duration`},
+		{"slowFactor below 1", P2CEWMA, `{"slowFactor":0.5}`, "slowFactor 0.5: want 1 to 1000"},
+		{"slowFactor above 1000", P2CEWMA, `{"slowFactor":1001}`, "slowFactor 1001: want 1 to 1000"},
+		{"stuckFactor below 1", P2CEWMA, `{"stuckFactor":0.5}`, "stuckFactor 0.5: want 1 to 100"},
+		{"stuckFactor above 100", P2CEWMA, `{"stuckFactor":101}`, "stuckFactor 101: want 1 to 100"},
+		{"exploreShare negative", P2CEWMA, `{"exploreShare":-0.1}`, "exploreShare -0.1: want 0 to 0.5"},
+		{"exploreShare above 0.5", P2CEWMA, `{"exploreShare":0.9}`, "exploreShare 0.9: want 0 to 0.5"},
+		{"failurePenalty zero", P2CEWMA, `{"failurePenalty":"0s"}`, "failurePenalty 0s: want 1ms to 1m"},
+		{"failurePenalty above 1m", P2CEWMA, `{"failurePenalty":"2m"}`, "failurePenalty 2m0s: want 1ms to 1m"},
+		{"vanishGrace negative", P2CEWMA, `{"vanishGrace":"-1s"}`, "vanishGrace -1s: want 0 to 10m"},
+
+		{"valid: empty", Weighted, `{}`, ""},
+		{"valid: every field", Weighted, `{"failurePenalty":"500ms","vanishGrace":"0s"}`, ""},
+		{"unknown field", Weighted, `{"slowFactor":2}`, `unknown field "slowFactor"`},
+		{"wrong type", Weighted, `{"vanishGrace":true}`, `true is not a duration string like "1s"`},
+		{"failurePenalty below 1ms", Weighted, `{"failurePenalty":"500us"}`, "failurePenalty 500µs: want 1ms to 1m"},
+		{"vanishGrace above 10m", Weighted, `{"vanishGrace":"1h"}`, "vanishGrace 1h0m0s: want 0 to 10m"},
 	}
 	for _, tt := range tests {
-		t.Run(tt.policy+" "+tt.json, func(t *testing.T) {
+		t.Run(tt.policy+" "+tt.name, func(t *testing.T) {
 			_, err := balancer.Get(tt.policy).(balancer.ConfigParser).ParseConfig([]byte(tt.json))
 			switch {
 			case tt.wantErr == "" && err != nil:
-				t.Errorf("error %v, want none", err)
-			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
-				t.Errorf("error %v, want one containing %q", err, tt.wantErr)
+				t.Errorf("ParseConfig(%s) error %v, want none", tt.json, err)
+			case tt.wantErr == "":
+			case err == nil:
+				t.Errorf("ParseConfig(%s) took it, want an error containing %q", tt.json, tt.wantErr)
+			case !strings.Contains(err.Error(), tt.wantErr) || !strings.Contains(err.Error(), tt.policy):
+				t.Errorf("ParseConfig(%s) error %q, want one naming %s and containing %q", tt.json, err, tt.policy, tt.wantErr)
 			}
 		})
-	}
-	cfg, _ := parseP2CConfig([]byte(`{"slowFactor":3}`))
-	if c := cfg.(*P2CConfig); c.SlowFactor != 3 || c.StuckFactor != 4 || time.Duration(c.FailurePenalty) != time.Second ||
-		time.Duration(c.VanishGrace) != 30*time.Second {
-		t.Errorf("config %+v: want slowFactor 3 and the other defaults", c)
 	}
 }
 
-func TestOnlyWhatMeansTheInstanceCountsAgainstIt(t *testing.T) {
-	err := func(c codes.Code) error { return status.Error(c, "x") }
-	tests := []struct {
-		name          string
-		di            balancer.DoneInfo
-		cut           cut
-		callerHadTime bool
-		want          verdict
-	}{
-		{"OK", balancer.DoneInfo{BytesSent: true, BytesReceived: true}, notCut, true, answered},
-		{"picked again before sending", balancer.DoneInfo{}, notCut, true, ignored},
-		{"NOT_FOUND", balancer.DoneInfo{Err: err(codes.NotFound), BytesReceived: true}, notCut, true, answered},
-		{"INVALID_ARGUMENT", balancer.DoneInfo{Err: err(codes.InvalidArgument), BytesReceived: true}, notCut, true, answered},
-		{"FAILED_PRECONDITION", balancer.DoneInfo{Err: err(codes.FailedPrecondition)}, notCut, true, answered},
-		{"UNAVAILABLE", balancer.DoneInfo{Err: err(codes.Unavailable)}, notCut, true, failed},
-		{"RESOURCE_EXHAUSTED", balancer.DoneInfo{Err: err(codes.ResourceExhausted)}, notCut, true, failed},
-		{"deadline, caller had time", balancer.DoneInfo{Err: err(codes.DeadlineExceeded)}, notCut, true, failed},
-		{"deadline, the caller's", balancer.DoneInfo{Err: err(codes.DeadlineExceeded)}, notCut, false, atLeast},
-		{"caller cancelled", balancer.DoneInfo{Err: err(codes.Canceled)}, notCut, true, ignored},
-		{"cut: instance stalled", balancer.DoneInfo{Err: err(codes.Canceled)}, stalled, true, failed},
-		{"cut: another attempt answered", balancer.DoneInfo{Err: err(codes.Canceled)}, lost, true, atLeast},
+// A field left out takes its default.
+func TestParseConfigFillsDefaults(t *testing.T) {
+	cfg, err := parseP2CConfig([]byte(`{"slowFactor":3}`))
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := judge(tt.di, tt.cut, tt.callerHadTime); got != tt.want {
-				t.Errorf("judge = %v, want %v", got, tt.want)
-			}
-		})
+	want := P2CConfig{SlowFactor: 3, StuckFactor: 4, FailurePenalty: Duration(time.Second), ExploreShare: 0.005, VanishGrace: Duration(30 * time.Second)}
+	if c := cfg.(*P2CConfig); *c != want {
+		t.Errorf("config %+v, want %+v", *c, want)
+	}
+	cfg, err = parseWeightedConfig([]byte(`{"vanishGrace":"0s"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := cfg.(*WeightedConfig); *c != (WeightedConfig{FailurePenalty: Duration(time.Second)}) {
+		t.Errorf("config %+v, want failurePenalty 1s and vanishGrace 0s", *c)
 	}
 }

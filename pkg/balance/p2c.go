@@ -6,6 +6,8 @@ import (
 
 	"google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/serviceconfig"
+
+	"github.com/rollcall/rollcall/pkg/liveness"
 )
 
 // p2cPicker draws two candidate instances at random, each with a
@@ -34,7 +36,7 @@ func newP2CPicker(eps []endpoint, cfg serviceconfig.LoadBalancingConfig) balance
 
 func (p *p2cPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	a := attemptFrom(info.Ctx)
-	now := sinceEpoch()
+	now := liveness.Now()
 	eps := candidates(p.eps, a, now)
 	i := pickWeighted(eps, -1)
 	chosen := eps[i]

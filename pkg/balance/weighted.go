@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/serviceconfig"
 
 	"github.com/rollcall/rollcall/pkg/discovery/resolve"
+	"github.com/rollcall/rollcall/pkg/liveness"
 )
 
 // weightedPicker is smooth weighted round robin (as in nginx): over any
@@ -32,7 +33,7 @@ func newWeightedPicker(eps []endpoint, cfg serviceconfig.LoadBalancingConfig) ba
 
 func (p *weightedPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	a := attemptFrom(info.Ctx)
-	now := sinceEpoch()
+	now := liveness.Now()
 	// The widest choice that leaves a candidate: live and not avoided,
 	// then live, then every instance.
 	eligible := []func(endpoint) bool{

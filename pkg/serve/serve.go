@@ -26,6 +26,7 @@ import (
 	"github.com/rollcall/rollcall/pkg/discovery"
 	"github.com/rollcall/rollcall/pkg/discovery/register"
 	"github.com/rollcall/rollcall/pkg/flagenv"
+	"github.com/rollcall/rollcall/pkg/liveness"
 	"github.com/rollcall/rollcall/pkg/tlsfiles"
 )
 
@@ -200,7 +201,7 @@ func New(cfg Config, etcd *clientv3.Client, log *slog.Logger, opts ...grpc.Serve
 		health:   health.NewServer(),
 		stopping: make(chan struct{}),
 	}
-	healthpb.RegisterHealthServer(s.grpc, heartbeatHealth{Server: s.health, stopping: s.stopping})
+	healthpb.RegisterHealthServer(s.grpc, liveness.NewHealthServer(s.health, s.stopping))
 	reflection.Register(s.grpc)
 	return s, nil
 }

@@ -14,11 +14,11 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	"github.com/rollcall/rollcall/pkg/balance"
 	"github.com/rollcall/rollcall/pkg/discovery"
 	"github.com/rollcall/rollcall/pkg/discovery/access"
 	"github.com/rollcall/rollcall/pkg/etcdtest"
 	"github.com/rollcall/rollcall/pkg/flagenv"
+	"github.com/rollcall/rollcall/pkg/liveness"
 	"github.com/rollcall/rollcall/pkg/serve"
 )
 
@@ -130,7 +130,7 @@ func TestShutdownOrder(t *testing.T) {
 	// a liveness probe still finds it alive.
 	callCtx, cancel := context.WithTimeout(context.Background(), time.Second)
 	_, err := health.Check(callCtx, &healthpb.HealthCheckRequest{})
-	alive, aliveErr := health.Check(callCtx, &healthpb.HealthCheckRequest{Service: balance.LivenessService})
+	alive, aliveErr := health.Check(callCtx, &healthpb.HealthCheckRequest{Service: liveness.Service})
 	cancel()
 	if err != nil {
 		t.Errorf("call during the drain delay failed: %v", err)

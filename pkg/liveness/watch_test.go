@@ -1,4 +1,4 @@
-package balance
+package liveness
 
 import (
 	"testing"
@@ -20,18 +20,18 @@ func TestClientPauseDoesNotMarkInstancesStalled(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			l := &liveness{}
-			l.timer = time.AfterFunc(time.Hour, func() {})
-			defer l.timer.Stop()
-			l.beating.Store(true)
-			now := sinceEpoch()
-			l.last.Store(int64(now - stallAfter - time.Second))
-			if l.stalled(now) {
+			w := &Watch{}
+			w.timer = time.AfterFunc(time.Hour, func() {})
+			defer w.timer.Stop()
+			w.beating.Store(true)
+			now := Now()
+			w.last.Store(int64(now - stallAfter - time.Second))
+			if w.Stalled(now) {
 				t.Fatal("stalled at a pick before the timer said so: a paused client's first pick would flap")
 			}
-			l.armedAt.Store(int64(now - tt.timerLate))
-			l.overdue()
-			if got := l.stalled(sinceEpoch()); got != tt.wantStalled {
+			w.armedAt.Store(int64(now - tt.timerLate))
+			w.overdue()
+			if got := w.Stalled(Now()); got != tt.wantStalled {
 				t.Errorf("stalled after the timer = %v, want %v", got, tt.wantStalled)
 			}
 		})

@@ -7,28 +7,9 @@ import (
 
 	"google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/serviceconfig"
-)
 
-// A new instance starts from the mean estimate of the instances that have
-// answered, not from zero (it would win every comparison) and its first
-// answer replaces that.
-func TestNewInstanceStartsFromItsPeersEstimate(t *testing.T) {
-	eps := make([]endpoint, 3)
-	for i := range eps {
-		st := &addrState{}
-		eps[i] = endpoint{weight: 1, state: st, stats: &st.stats}
-	}
-	eps[0].stats.observe(2 * time.Millisecond)
-	eps[1].stats.observe(4 * time.Millisecond)
-	seed(eps)
-	if got := time.Duration(eps[2].stats.ewmaNs.Load()); got != 3*time.Millisecond {
-		t.Errorf("new instance's estimate %v, want its peers' mean 3ms", got)
-	}
-	eps[2].stats.observe(10 * time.Millisecond)
-	if got := time.Duration(eps[2].stats.ewmaNs.Load()); got != 10*time.Millisecond {
-		t.Errorf("estimate after the first answer %v, want that answer's 10ms", got)
-	}
-}
+	"github.com/rollcall/rollcall/pkg/liveness"
+)
 
 // An instance with calls in flight and no answer for a while (a
 // deadlocked handler) loses to one that answers, whatever its latency
@@ -78,13 +59,11 @@ func TestEveryInstanceStalledSpreadsCalls(t *testing.T) {
 			eps := make([]endpoint, 3)
 			for i := range eps {
 				st := &addrState{}
-				l := &liveness{}
-				l.beating.Store(true)     // and no heartbeat since the epoch,
-				l.overdueSeen.Store(true) // as its timer found: stalled
-				st.liveness.Store(l)
+				var hb heartbeat = silent{}
+				st.heartbeat.Store(&hb)
 				eps[i] = endpoint{picker: readyPicker{}, weight: 1, state: st, stats: &st.stats}
 			}
-			if !eps[0].isStalled(sinceEpoch() + time.Second) {
+			if !eps[0].isStalled(liveness.Now() + time.Second) {
 				t.Fatal("the test's instances do not look stalled")
 			}
 			p := policy.new(eps, nil)
@@ -106,3 +85,8 @@ func TestEveryInstanceStalledSpreadsCalls(t *testing.T) {
 		})
 	}
 }
+
+// silent is the heartbeat watch of an instance whose heartbeats stopped.
+type silent struct{}
+
+func (silent) Stalled(time.Duration) bool { return true }

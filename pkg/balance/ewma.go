@@ -1,0 +1,119 @@
+package balance
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rollcall/rollcall/pkg/liveness"
+)
+
+// addrState is what the balancer keeps of one address across picker
+// updates: its figures, its heartbeat watch, and the attempts in flight on
+// it that may be cut when it stalls.
+type addrState struct {
+	stats     stats
+	heartbeat atomic.Pointer[heartbeat] // nil before its connection is ready
+	lb        *loadAware                // the balancer that keeps it
+
+	mu       sync.Mutex
+	inflight *Attempt // list of cuttable attempts, linked through Attempt.next
+}
+
+// heartbeat is what picks ask of an instance's heartbeat watch
+// (*liveness.Watch).
+type heartbeat interface{ Stalled(now time.Duration) bool }
+
+var _ liveness.Listener = (*addrState)(nil)
+
+// watch makes w the instance's heartbeat watch, and st its listener.
+func (st *addrState) watch(w *liveness.Watch) {
+	w.SetListener(st)
+	var hb heartbeat = w
+	st.heartbeat.Store(&hb)
+}
+
+// stats are one instance's figures.
+type stats struct {
+	inflight atomic.Int64
+	ewmaNs   atomic.Int64 // latency estimate, nanoseconds; 0 = none yet
+	// sampled: the estimate comes from the instance's own answers, not
+	// from its peers' (see seed).
+	sampled atomic.Bool
+	// lastAnswer is liveness.Now at the instance's last answer (or failure
+	// it reported), and when it joined before any.
+	lastAnswer atomic.Int64
+}
+
+// The latency estimate is an asymmetric EWMA that follows an instance's
+// fastest answers: it falls quickly (weight down) and rises slowly (weight
+// up). Queueing on a saturated client or machine delays every instance's
+// answers alike and moves it little, while an instance that is slower at
+// its work, or fails, keeps it high.
+const (
+	weightDown = 0.5
+	weightUp   = 0.05
+)
+
+// seed gives an instance that has not answered yet the mean estimate of
+// those that have, so that it neither wins every comparison (0) nor loses
+// every one until its first answer.
+func seed(eps []endpoint) {
+	var sum, n int64
+	for _, ep := range eps {
+		if ep.stats.sampled.Load() {
+			sum += ep.stats.ewmaNs.Load()
+			n++
+		}
+	}
+	if n == 0 {
+		return
+	}
+	for _, ep := range eps {
+		if !ep.stats.sampled.Load() {
+			ep.stats.ewmaNs.CompareAndSwap(0, sum/n)
+		}
+	}
+}
+
+// Resumed (a liveness.Listener method): st beats again after a stall.
+// What its estimate learnt from the attempts the stall held says nothing
+// of it now: it starts again from its peers' estimate, as a new instance
+// does.
+func (st *addrState) Resumed() {
+	if st.lb == nil {
+		return
+	}
+	st.lb.mu.Lock()
+	var sum, n int64
+	for _, peer := range st.lb.byAddr {
+		if peer != st && peer.stats.sampled.Load() {
+			sum += peer.stats.ewmaNs.Load()
+			n++
+		}
+	}
+	st.lb.mu.Unlock()
+	if n > 0 {
+		st.stats.ewmaNs.Store(sum / n)
+		st.stats.sampled.Store(false)
+	}
+}
+
+// observe folds one latency sample into the estimate.
+func (st *stats) observe(sample time.Duration) {
+	if !st.sampled.Load() && st.sampled.CompareAndSwap(false, true) {
+		st.ewmaNs.Store(int64(sample)) // the first answer replaces a seeded estimate
+		return
+	}
+	for {
+		old := st.ewmaNs.Load()
+		w := weightUp
+		if float64(sample) < float64(old) {
+			w = weightDown
+		}
+		next := int64((1-w)*float64(old) + w*float64(sample))
+		if st.ewmaNs.CompareAndSwap(old, next) {
+			return
+		}
+	}
+}
