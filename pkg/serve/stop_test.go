@@ -3,6 +3,7 @@ package serve
 import (
 	"context"
 	"log/slog"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -18,13 +19,13 @@ import (
 func TestRunStopsWhenServingFailsAndEtcdIsDown(t *testing.T) {
 	srv := etcdtest.Start(t)
 	etcd := srv.Client()
-	s, err := New(Config{Listen: "127.0.0.1:0", Service: "greeter", ID: "g1", Namespace: discovery.DefaultNamespace,
-		TTL: register.DefaultTTL, DrainDelay: 10 * time.Millisecond, StopTimeout: time.Second}, etcd, slog.New(slog.DiscardHandler))
+	registered := make(chan struct{})
+	s, err := New(Config{Listen: "127.0.0.1:0", Service: "greeter", ID: "g1", DrainDelay: 10 * time.Millisecond, StopTimeout: time.Second}, etcd,
+		WithLogger(slog.New(slog.DiscardHandler)),
+		WithRegisterOptions(register.WithObserver(onRegistered(sync.OnceFunc(func() { close(registered) })))))
 	if err != nil {
 		t.Fatal(err)
 	}
-	registered := make(chan struct{})
-	s.AddRegisterOptions(register.WithObserver(onRegistered(sync.OnceFunc(func() { close(registered) }))))
 	ran := make(chan error, 1)
 	go func() { ran <- s.Run(context.Background()) }()
 	select {
@@ -56,3 +57,22 @@ func (f onRegistered) RegistrationChanged(_ *register.Registration, st register.
 
 func (onRegistered) RegistrationEtcdError(*register.Registration, string, error)     {}
 func (onRegistered) RegistrationConflict(*register.Registration, discovery.Instance) {}
+
+// A caller of New names only what it changes: zero fields get the
+// defaults, and a negative drain delay means none.
+func TestNewFillsDefaults(t *testing.T) {
+	for _, tc := range []struct {
+		drain, wantDrain time.Duration
+	}{{0, DefaultDrainDelay}, {-1, 0}, {time.Millisecond, time.Millisecond}} {
+		s, err := New(Config{Listen: "127.0.0.1:0", Service: "greeter", DrainDelay: tc.drain}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		want := Config{Listen: "127.0.0.1:0", Service: "greeter", Namespace: discovery.DefaultNamespace, TTL: register.DefaultTTL,
+			DrainDelay: tc.wantDrain, StopTimeout: DefaultStopTimeout}
+		if !reflect.DeepEqual(s.cfg, want) {
+			t.Errorf("New(DrainDelay %v) config = %+v, want %+v", tc.drain, s.cfg, want)
+		}
+	}
+}
