@@ -106,7 +106,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, env map[string]string) {
 	fs.StringVar(&c.Zone, "zone", c.Zone, "zone metadata")
 	fs.UintVar(&c.Weight, "weight", c.Weight, "relative weight for weight-aware balancing (0 means 1)")
 	fs.Var(&c.Labels, "labels", "labels metadata, k=v,k=v")
-	fs.DurationVar(&c.DrainDelay, "drain-delay", cmp.Or(c.DrainDelay, DefaultDrainDelay), "how long to keep serving after deregistering (negative: not at all)")
+	c.DrainDelay = cmp.Or(c.DrainDelay, DefaultDrainDelay)
+	fs.Var(drainDelayFlag{&c.DrainDelay}, "drain-delay", "how long to keep serving after deregistering, a `duration` (0: not at all)")
 	fs.DurationVar(&c.StopTimeout, "stop-timeout", cmp.Or(c.StopTimeout, DefaultStopTimeout), "bound on the graceful stop")
 	fs.StringVar(&c.TLS.Cert, "tls-cert", c.TLS.Cert, "serve TLS with this certificate (PEM; its DNS names must include the service name)")
 	fs.StringVar(&c.TLS.Key, "tls-key", c.TLS.Key, "key of -tls-cert (PEM)")
@@ -119,6 +120,29 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, env map[string]string) {
 	} {
 		env[name] = variable
 	}
+}
+
+// drainDelayFlag is -drain-delay. A flag always has a value, so 0 there
+// means no drain, which a Config says with a negative DrainDelay.
+type drainDelayFlag struct{ d *time.Duration }
+
+func (f drainDelayFlag) String() string {
+	if f.d == nil || *f.d < 0 {
+		return "0s"
+	}
+	return f.d.String()
+}
+
+func (f drainDelayFlag) Set(value string) error {
+	d, err := time.ParseDuration(value)
+	if err != nil {
+		return err
+	}
+	if d == 0 {
+		d = -1
+	}
+	*f.d = d
+	return nil
 }
 
 // Validate checks every field as given, so a zero TTL or stop timeout is

@@ -2,6 +2,7 @@ package serve
 
 import (
 	"context"
+	"flag"
 	"log/slog"
 	"reflect"
 	"strings"
@@ -74,5 +75,32 @@ func TestNewFillsDefaults(t *testing.T) {
 		if !reflect.DeepEqual(s.cfg, want) {
 			t.Errorf("New(DrainDelay %v) config = %+v, want %+v", tc.drain, s.cfg, want)
 		}
+	}
+}
+
+// -drain-delay shows the default, and 0 there means no drain.
+func TestDrainDelayFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want time.Duration
+	}{{nil, DefaultDrainDelay}, {[]string{"-drain-delay", "0"}, 0}, {[]string{"-drain-delay", "250ms"}, 250 * time.Millisecond}} {
+		var c Config
+		fs := flag.NewFlagSet("greeter", flag.ContinueOnError)
+		c.RegisterFlags(fs, map[string]string{})
+		if err := fs.Parse(tc.args); err != nil {
+			t.Fatal(err)
+		}
+		if got := c.withDefaults().DrainDelay; got != tc.want {
+			t.Errorf("%v: drain delay %v, want %v", tc.args, got, tc.want)
+		}
+	}
+	var c Config
+	fs := flag.NewFlagSet("greeter", flag.ContinueOnError)
+	var help strings.Builder
+	fs.SetOutput(&help)
+	c.RegisterFlags(fs, map[string]string{})
+	fs.PrintDefaults()
+	if !strings.Contains(help.String(), "-drain-delay duration") || !strings.Contains(help.String(), "(0: not at all) (default 1s)") {
+		t.Errorf("help of -drain-delay:\n%s", help.String())
 	}
 }
