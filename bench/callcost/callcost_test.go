@@ -18,8 +18,6 @@ import (
 
 	greeterv1 "github.com/rollcall/rollcall/api/greeter/v1"
 	"github.com/rollcall/rollcall/pkg/call"
-	"github.com/rollcall/rollcall/pkg/discovery"
-	"github.com/rollcall/rollcall/pkg/discovery/register"
 	"github.com/rollcall/rollcall/pkg/discovery/resolve"
 	"github.com/rollcall/rollcall/pkg/etcdtest"
 	"github.com/rollcall/rollcall/pkg/serve"
@@ -42,9 +40,8 @@ func (g greeter) SayHello(_ context.Context, req *greeterv1.SayHelloRequest) (*g
 // registration.
 func startGreeter(b *testing.B, srv *etcdtest.Server, id string) string {
 	b.Helper()
-	s, err := serve.New(serve.Config{Listen: "127.0.0.1:0", Service: "greeter", ID: id, Namespace: discovery.DefaultNamespace,
-		TTL: register.DefaultTTL, StopTimeout: time.Second},
-		srv.Client(), slog.New(slog.DiscardHandler))
+	s, err := serve.New(serve.Config{Listen: "127.0.0.1:0", Service: "greeter", ID: id, DrainDelay: -1, StopTimeout: time.Second},
+		srv.Client(), serve.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -51,8 +51,8 @@ func TestTLS(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			quiet := slog.New(slog.DiscardHandler)
-			s, err := serve.New(serve.Config{Listen: "127.0.0.1:0", Service: "greeter", ID: "g1", Namespace: "rollcall",
-				TTL: 10 * time.Second, StopTimeout: time.Second, TLS: tc.server}, srv.Client(), quiet)
+			s, err := serve.New(serve.Config{Listen: "127.0.0.1:0", Service: "greeter", ID: "g1", DrainDelay: -1, StopTimeout: time.Second,
+				TLS: tc.server}, srv.Client(), serve.WithLogger(quiet))
 			if err != nil {
 				t.Fatal(err)
 			}

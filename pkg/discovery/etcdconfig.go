@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"strings"
 	"time"
@@ -15,9 +16,15 @@ import (
 	"github.com/rollcall/rollcall/pkg/tlsfiles"
 )
 
+// DefaultEtcdEndpoint is the etcd a process reaches unless its EtcdConfig
+// names endpoints: a local one, as in development.
+const DefaultEtcdEndpoint = "127.0.0.1:2379"
+
 // EtcdConfig is how a process reaches etcd. Its String never shows the
 // password, so it can be logged.
 type EtcdConfig struct {
+	// Endpoints are etcd's client URLs or host:port addresses; empty
+	// means DefaultEtcdEndpoint.
 	Endpoints flagenv.List
 	Username  string
 	Password  string
@@ -29,9 +36,8 @@ type EtcdConfig struct {
 // RegisterFlags adds -etcd-* flags to fs and their environment fallbacks
 // (ETCD_ENDPOINTS, ETCD_USERNAME, ...) to env.
 func (c *EtcdConfig) RegisterFlags(fs *flag.FlagSet, env map[string]string) {
-	if len(c.Endpoints) == 0 {
-		c.Endpoints = flagenv.List{"127.0.0.1:2379"}
-	}
+	// A flag.Value shows its value at registration as the default.
+	*c = c.withDefaults()
 	fs.Var(&c.Endpoints, "etcd-endpoints", "comma-separated etcd endpoints")
 	fs.StringVar(&c.Username, "etcd-username", c.Username, "etcd user name (auth enabled)")
 	fs.StringVar(&c.Password, "etcd-password", c.Password, "etcd password; prefer $ETCD_PASSWORD to a flag")
@@ -44,6 +50,13 @@ func (c *EtcdConfig) RegisterFlags(fs *flag.FlagSet, env map[string]string) {
 	} {
 		env[name] = variable
 	}
+}
+
+func (c EtcdConfig) withDefaults() EtcdConfig {
+	if len(c.Endpoints) == 0 {
+		c.Endpoints = flagenv.List{DefaultEtcdEndpoint}
+	}
+	return c
 }
 
 // String describes the configuration without its password.
@@ -88,9 +101,10 @@ func (c EtcdConfig) Validate() error {
 	return errors.Join(errs...)
 }
 
-// NewClient validates c and returns an etcd client made by NewEtcdClient.
-// It does not wait for etcd.
+// NewClient fills c's zero fields with the defaults, validates it and
+// returns an etcd client made by NewEtcdClient. It does not wait for etcd.
 func (c EtcdConfig) NewClient() (*clientv3.Client, error) {
+	c = c.withDefaults()
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
@@ -110,6 +124,18 @@ func (c EtcdConfig) NewClient() (*clientv3.Client, error) {
 		cfg.TLS = tlsCfg
 	}
 	return NewEtcdClient(cfg)
+}
+
+// ConnectEtcd is NewClient for a process's assembly (a wire provider): it
+// logs where it connects (never the password), and its cleanup closes
+// the client.
+func ConnectEtcd(cfg EtcdConfig, log *slog.Logger) (*clientv3.Client, func(), error) {
+	c, err := cfg.NewClient()
+	if err != nil {
+		return nil, nil, fmt.Errorf("etcd client: %w", err)
+	}
+	log.Info("etcd client", "etcd", cfg.withDefaults().String())
+	return c, func() { c.Close() }, nil
 }
 
 func (c EtcdConfig) tlsConfig() (*tls.Config, error) {

@@ -57,3 +57,15 @@ func TestEtcdConfigErrorsNameTheFile(t *testing.T) {
 		t.Fatalf("NewClient: %v, want an error naming the CA file", err)
 	}
 }
+
+// A process that names no endpoints reaches the local etcd.
+func TestEtcdConfigDefaultsToTheLocalEtcd(t *testing.T) {
+	c, err := discovery.EtcdConfig{}.NewClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got := c.Endpoints(); len(got) != 1 || got[0] != discovery.DefaultEtcdEndpoint {
+		t.Errorf("endpoints = %v, want [%s]", got, discovery.DefaultEtcdEndpoint)
+	}
+}

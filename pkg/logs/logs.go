@@ -1,5 +1,6 @@
 // Package logs makes the slog logger every rollcall process uses: text on
 // a terminal, JSON otherwise (for log collectors), at the level asked.
+// Main runs a command with it, from its configuration to its stop.
 package logs
 
 import (

@@ -6,6 +6,7 @@
 package serve
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -30,7 +31,18 @@ import (
 	"github.com/rollcall/rollcall/pkg/tlsfiles"
 )
 
-// Config says where a server listens and how it registers.
+// Defaults of the Config fields that New fills in when they are zero.
+const (
+	// DefaultDrainDelay is how long a stopping server keeps answering
+	// after it deregistered: long enough for clients' etcd watches to
+	// drop it.
+	DefaultDrainDelay = time.Second
+	// DefaultStopTimeout bounds the graceful stop.
+	DefaultStopTimeout = 10 * time.Second
+)
+
+// Config says where a server listens and how it registers. New fills
+// the zero fields that have a default.
 type Config struct {
 	// Listen is the address to listen on, e.g. ":50051" or "127.0.0.1:0".
 	Listen string
@@ -40,18 +52,24 @@ type Config struct {
 	// Service is the name the instance registers under and clients dial.
 	Service string
 	// ID identifies the instance; empty derives one from host and address.
-	ID        string
+	ID string
+	// Namespace is the first segment of the etcd key; empty means
+	// discovery.DefaultNamespace.
 	Namespace string
-	TTL       time.Duration
-	Version   string
-	Zone      string
-	Weight    uint
-	Labels    flagenv.Map
+	// TTL is the lease TTL of the registration; zero means
+	// register.DefaultTTL.
+	TTL     time.Duration
+	Version string
+	Zone    string
+	Weight  uint
+	Labels  flagenv.Map
 	// DrainDelay is how long a stopping server keeps serving after it
-	// deregistered, so that clients drop it before it stops.
+	// deregistered, so that clients drop it before it stops. Zero means
+	// DefaultDrainDelay; negative, no drain (for tests without clients to
+	// wait for).
 	DrainDelay time.Duration
 	// StopTimeout bounds the graceful stop; then calls still running are
-	// cut.
+	// cut. Zero means DefaultStopTimeout.
 	StopTimeout time.Duration
 	// TLS: with Cert and Key the server speaks TLS; with CA too it
 	// requires client certificates signed by CA (mutual TLS). Clients
@@ -60,33 +78,38 @@ type Config struct {
 	TLS tlsfiles.Files
 }
 
-// RegisterFlags adds the serving flags to fs with c's values as defaults,
-// and their environment fallbacks to env.
+// withDefaults returns c with its zero fields that have a default set to
+// it, and a negative drain delay as none.
+func (c Config) withDefaults() Config {
+	c.Namespace = cmp.Or(c.Namespace, discovery.DefaultNamespace)
+	c.TTL = cmp.Or(c.TTL, register.DefaultTTL)
+	c.StopTimeout = cmp.Or(c.StopTimeout, DefaultStopTimeout)
+	switch {
+	case c.DrainDelay == 0:
+		c.DrainDelay = DefaultDrainDelay
+	case c.DrainDelay < 0:
+		c.DrainDelay = 0
+	}
+	return c
+}
+
+// RegisterFlags adds the serving flags to fs, each with c's value as its
+// default where c sets one, else the package default, and their
+// environment fallbacks to env.
 func (c *Config) RegisterFlags(fs *flag.FlagSet, env map[string]string) {
-	if c.Namespace == "" {
-		c.Namespace = discovery.DefaultNamespace
-	}
-	if c.TTL == 0 {
-		c.TTL = register.DefaultTTL
-	}
-	if c.DrainDelay == 0 {
-		c.DrainDelay = time.Second
-	}
-	if c.StopTimeout == 0 {
-		c.StopTimeout = 10 * time.Second
-	}
 	fs.StringVar(&c.Listen, "listen", c.Listen, "address to listen on")
 	fs.StringVar(&c.Advertise, "advertise", c.Advertise, "host:port clients dial (default: the listen address, 127.0.0.1 for a wildcard host)")
 	fs.StringVar(&c.Service, "service", c.Service, "service name to register under")
 	fs.StringVar(&c.ID, "id", c.ID, "instance ID (default: <hostname>-<advertised address>)")
-	fs.StringVar(&c.Namespace, "namespace", c.Namespace, "first segment of etcd keys")
-	fs.DurationVar(&c.TTL, "ttl", c.TTL, "lease TTL of the registration")
+	fs.StringVar(&c.Namespace, "namespace", cmp.Or(c.Namespace, discovery.DefaultNamespace), "first segment of etcd keys")
+	fs.DurationVar(&c.TTL, "ttl", cmp.Or(c.TTL, register.DefaultTTL), "lease TTL of the registration")
 	fs.StringVar(&c.Version, "version", c.Version, "version metadata")
 	fs.StringVar(&c.Zone, "zone", c.Zone, "zone metadata")
 	fs.UintVar(&c.Weight, "weight", c.Weight, "relative weight for weight-aware balancing (0 means 1)")
 	fs.Var(&c.Labels, "labels", "labels metadata, k=v,k=v")
-	fs.DurationVar(&c.DrainDelay, "drain-delay", c.DrainDelay, "how long to keep serving after deregistering")
-	fs.DurationVar(&c.StopTimeout, "stop-timeout", c.StopTimeout, "bound on the graceful stop")
+	c.DrainDelay = cmp.Or(c.DrainDelay, DefaultDrainDelay)
+	fs.Var(drainDelayFlag{&c.DrainDelay}, "drain-delay", "how long to keep serving after deregistering, a `duration` (0: not at all)")
+	fs.DurationVar(&c.StopTimeout, "stop-timeout", cmp.Or(c.StopTimeout, DefaultStopTimeout), "bound on the graceful stop")
 	fs.StringVar(&c.TLS.Cert, "tls-cert", c.TLS.Cert, "serve TLS with this certificate (PEM; its DNS names must include the service name)")
 	fs.StringVar(&c.TLS.Key, "tls-key", c.TLS.Key, "key of -tls-cert (PEM)")
 	fs.StringVar(&c.TLS.CA, "tls-client-ca", c.TLS.CA, "require client certificates signed by this CA (mutual TLS)")
@@ -100,7 +123,32 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, env map[string]string) {
 	}
 }
 
-// Validate checks every field; errors name the bad value.
+// drainDelayFlag is -drain-delay. A flag always has a value, so 0 there
+// means no drain, which a Config says with a negative DrainDelay.
+type drainDelayFlag struct{ d *time.Duration }
+
+func (f drainDelayFlag) String() string {
+	if f.d == nil || *f.d < 0 {
+		return "0s"
+	}
+	return f.d.String()
+}
+
+func (f drainDelayFlag) Set(value string) error {
+	d, err := time.ParseDuration(value)
+	if err != nil {
+		return err
+	}
+	if d == 0 {
+		d = -1
+	}
+	*f.d = d
+	return nil
+}
+
+// Validate checks every field as given, so a zero TTL or stop timeout is
+// an error here (New fills in the defaults first); errors name the bad
+// value.
 func (c Config) Validate() error {
 	var errs []error
 	if _, port, err := net.SplitHostPort(c.Listen); err != nil {
@@ -124,8 +172,8 @@ func (c Config) Validate() error {
 	if len(c.Labels) > discovery.MaxLabels {
 		errs = append(errs, fmt.Errorf("%d labels: at most %d", len(c.Labels), discovery.MaxLabels))
 	}
-	if c.DrainDelay < 0 || c.StopTimeout <= 0 {
-		errs = append(errs, fmt.Errorf("invalid drain-delay %v or stop-timeout %v: want drain-delay >= 0 and stop-timeout > 0", c.DrainDelay, c.StopTimeout))
+	if c.StopTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("invalid stop-timeout %v: want > 0", c.StopTimeout))
 	}
 	errs = append(errs, c.TLS.Validate())
 	if c.TLS.CA != "" && c.TLS.Cert == "" {
@@ -152,11 +200,17 @@ type Server struct {
 
 var _ grpc.ServiceRegistrar = (*Server)(nil)
 
-// New validates cfg and listens, so a taken port fails here, before
-// anything registers. Register services on the result, then Run it.
-func New(cfg Config, etcd *clientv3.Client, log *slog.Logger, opts ...grpc.ServerOption) (*Server, error) {
+// New fills cfg's zero fields with the defaults, validates it and
+// listens, so a taken port fails here, before anything registers.
+// Register services on the result, then Run it.
+func New(cfg Config, etcd *clientv3.Client, opts ...Option) (*Server, error) {
+	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	o := options{log: slog.Default()}
+	for _, opt := range opts {
+		opt(&o)
 	}
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -187,17 +241,17 @@ func New(cfg Config, etcd *clientv3.Client, log *slog.Logger, opts ...grpc.Serve
 			lis.Close()
 			return nil, fmt.Errorf("serve TLS: %w", err)
 		}
-		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsCfg)))
+		o.server = append(o.server, grpc.Creds(credentials.NewTLS(tlsCfg)))
 	}
-	opts = append([]grpc.ServerOption{
+	serverOpts := append([]grpc.ServerOption{
 		// Accept the keepalive pings of rollcall's clients (every 20 s)
 		// instead of closing their connections with too_many_pings.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-	}, opts...)
+	}, o.server...)
 	s := &Server{
-		cfg: cfg, etcd: etcd, lis: lis, inst: inst, base: log,
-		log:      log.With("service", cfg.Service, "instance", inst.ID, "addr", advertise),
-		grpc:     grpc.NewServer(opts...),
+		cfg: cfg, etcd: etcd, lis: lis, inst: inst, base: o.log, regOpts: o.register,
+		log:      o.log.With("service", cfg.Service, "instance", inst.ID, "addr", advertise),
+		grpc:     grpc.NewServer(serverOpts...),
 		health:   health.NewServer(),
 		stopping: make(chan struct{}),
 	}
@@ -223,12 +277,6 @@ func (s *Server) Instance() discovery.Instance { return s.inst }
 
 // Registration is the server's registration while Run runs, else nil.
 func (s *Server) Registration() *register.Registration { return s.reg }
-
-// AddRegisterOptions adds options to the registration that Run makes,
-// after serve's own, e.g. an observer for metrics. Call it before Run.
-func (s *Server) AddRegisterOptions(opts ...register.Option) {
-	s.regOpts = append(s.regOpts, opts...)
-}
 
 // Run serves until ctx ends, then shuts down in order and returns nil, or
 // returns the error that stopped serving.

@@ -29,15 +29,14 @@ func TestMain(m *testing.M) {
 func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 func config() serve.Config {
-	return serve.Config{Listen: "127.0.0.1:0", Service: "greeter", ID: "g1", Namespace: "rollcall",
-		TTL: 10 * time.Second, DrainDelay: 2 * time.Second, StopTimeout: 2 * time.Second}
+	return serve.Config{Listen: "127.0.0.1:0", Service: "greeter", ID: "g1", DrainDelay: 2 * time.Second, StopTimeout: 2 * time.Second}
 }
 
 // run runs a server with config() until the returned stop is called; ran
 // receives what Run returned. The health client is connected to it.
 func run(t *testing.T, etcd *clientv3.Client) (health healthpb.HealthClient, stop context.CancelFunc, ran <-chan error) {
 	t.Helper()
-	s, err := serve.New(config(), etcd, quiet())
+	s, err := serve.New(config(), etcd, serve.WithLogger(quiet()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,15 +200,15 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"listen without port", func(c *serve.Config) { c.Listen = "127.0.0.1" }, `invalid listen address "127.0.0.1"`},
 		{"advertise wildcard", func(c *serve.Config) { c.Advertise = "0.0.0.0:1" }, `invalid address "0.0.0.0:1"`},
 		{"service", func(c *serve.Config) { c.Service = "Greeter!" }, `invalid service name "Greeter!"`},
-		{"ttl", func(c *serve.Config) { c.TTL = 0 }, "invalid ttl 0s"},
+		{"ttl", func(c *serve.Config) { c.TTL = 500 * time.Millisecond }, "invalid ttl 500ms"},
 		{"weight", func(c *serve.Config) { c.Weight = 1 << 20 }, "invalid weight 1048576"},
-		{"stop timeout", func(c *serve.Config) { c.StopTimeout = 0 }, "stop-timeout 0s"},
+		{"stop timeout", func(c *serve.Config) { c.StopTimeout = -time.Second }, "invalid stop-timeout -1s"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := config()
 			tt.mutate(&cfg)
-			s, err := serve.New(cfg, nil, quiet())
+			s, err := serve.New(cfg, nil, serve.WithLogger(quiet()))
 			if err == nil {
 				s.Close()
 				t.Fatalf("New succeeded; want error containing %q", tt.wantErr)

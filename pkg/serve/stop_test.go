@@ -2,7 +2,9 @@ package serve
 
 import (
 	"context"
+	"flag"
 	"log/slog"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -18,13 +20,13 @@ import (
 func TestRunStopsWhenServingFailsAndEtcdIsDown(t *testing.T) {
 	srv := etcdtest.Start(t)
 	etcd := srv.Client()
-	s, err := New(Config{Listen: "127.0.0.1:0", Service: "greeter", ID: "g1", Namespace: discovery.DefaultNamespace,
-		TTL: register.DefaultTTL, DrainDelay: 10 * time.Millisecond, StopTimeout: time.Second}, etcd, slog.New(slog.DiscardHandler))
+	registered := make(chan struct{})
+	s, err := New(Config{Listen: "127.0.0.1:0", Service: "greeter", ID: "g1", DrainDelay: 10 * time.Millisecond, StopTimeout: time.Second}, etcd,
+		WithLogger(slog.New(slog.DiscardHandler)),
+		WithRegisterOptions(register.WithObserver(onRegistered(sync.OnceFunc(func() { close(registered) })))))
 	if err != nil {
 		t.Fatal(err)
 	}
-	registered := make(chan struct{})
-	s.AddRegisterOptions(register.WithObserver(onRegistered(sync.OnceFunc(func() { close(registered) }))))
 	ran := make(chan error, 1)
 	go func() { ran <- s.Run(context.Background()) }()
 	select {
@@ -56,3 +58,49 @@ func (f onRegistered) RegistrationChanged(_ *register.Registration, st register.
 
 func (onRegistered) RegistrationEtcdError(*register.Registration, string, error)     {}
 func (onRegistered) RegistrationConflict(*register.Registration, discovery.Instance) {}
+
+// A caller of New names only what it changes: zero fields get the
+// defaults, and a negative drain delay means none.
+func TestNewFillsDefaults(t *testing.T) {
+	for _, tc := range []struct {
+		drain, wantDrain time.Duration
+	}{{0, DefaultDrainDelay}, {-1, 0}, {time.Millisecond, time.Millisecond}} {
+		s, err := New(Config{Listen: "127.0.0.1:0", Service: "greeter", DrainDelay: tc.drain}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		want := Config{Listen: "127.0.0.1:0", Service: "greeter", Namespace: discovery.DefaultNamespace, TTL: register.DefaultTTL,
+			DrainDelay: tc.wantDrain, StopTimeout: DefaultStopTimeout}
+		if !reflect.DeepEqual(s.cfg, want) {
+			t.Errorf("New(DrainDelay %v) config = %+v, want %+v", tc.drain, s.cfg, want)
+		}
+	}
+}
+
+// -drain-delay shows the default, and 0 there means no drain.
+func TestDrainDelayFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want time.Duration
+	}{{nil, DefaultDrainDelay}, {[]string{"-drain-delay", "0"}, 0}, {[]string{"-drain-delay", "250ms"}, 250 * time.Millisecond}} {
+		var c Config
+		fs := flag.NewFlagSet("greeter", flag.ContinueOnError)
+		c.RegisterFlags(fs, map[string]string{})
+		if err := fs.Parse(tc.args); err != nil {
+			t.Fatal(err)
+		}
+		if got := c.withDefaults().DrainDelay; got != tc.want {
+			t.Errorf("%v: drain delay %v, want %v", tc.args, got, tc.want)
+		}
+	}
+	var c Config
+	fs := flag.NewFlagSet("greeter", flag.ContinueOnError)
+	var help strings.Builder
+	fs.SetOutput(&help)
+	c.RegisterFlags(fs, map[string]string{})
+	fs.PrintDefaults()
+	if !strings.Contains(help.String(), "-drain-delay duration") || !strings.Contains(help.String(), "(0: not at all) (default 1s)") {
+		t.Errorf("help of -drain-delay:\n%s", help.String())
+	}
+}

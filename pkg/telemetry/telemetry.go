@@ -19,8 +19,8 @@
 //
 //	tel, cleanup, err := telemetry.New(cfg.Telemetry, log)
 //	defer cleanup()
-//	srv, err := serve.New(cfg.Serve, etcd, log, tel.ServerOptions()...)
-//	srv.AddRegisterOptions(tel.RegisterOptions()...)
+//	srv, err := serve.New(cfg.Serve, etcd, serve.WithServerOptions(tel.ServerOptions()...),
+//		serve.WithRegisterOptions(tel.RegisterOptions()...))
 //	rb, err := resolve.NewBuilder(etcd, tel.ResolveOptions()...)
 //	conn, err := call.Dial(rb, "greeter", call.WithDialOptions(tel.DialOptions()...))
 package telemetry
@@ -73,6 +73,10 @@ type Config struct {
 	// ServiceName is the service.name of this process's spans unless
 	// OTEL_SERVICE_NAME says otherwise.
 	ServiceName string
+	// TracerProvider, when set, traces gRPC calls instead of an exporter
+	// made from OTLPEndpoint: for tests (an in-memory span recorder), or
+	// for a program that built its own. Its owner shuts it down.
+	TracerProvider trace.TracerProvider
 }
 
 // RegisterFlags adds -metrics-listen and -otlp-endpoint to fs, and their
@@ -102,20 +106,6 @@ func (c Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// Option changes New's defaults.
-type Option func(*options)
-
-type options struct {
-	tracer trace.TracerProvider
-}
-
-// WithTracerProvider traces gRPC calls with tp instead of an exporter made
-// from the configuration: for tests (an in-memory span recorder), or for a
-// program that built its own. Its owner shuts it down.
-func WithTracerProvider(tp trace.TracerProvider) Option {
-	return func(o *options) { o.tracer = tp }
 }
 
 // Telemetry is a process's metrics registry, metrics server and tracer.
@@ -149,15 +139,11 @@ const (
 //
 // With tracing on from cfg, New also routes OpenTelemetry's own log and
 // errors (a collector that does not answer, say) into log, process-wide.
-func New(cfg Config, log *slog.Logger, opts ...Option) (*Telemetry, func(), error) {
+func New(cfg Config, log *slog.Logger) (*Telemetry, func(), error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, nil, err
 	}
-	var o options
-	for _, opt := range opts {
-		opt(&o)
-	}
-	t := &Telemetry{registry: prometheus.NewRegistry(), tracer: o.tracer}
+	t := &Telemetry{registry: prometheus.NewRegistry(), tracer: cfg.TracerProvider}
 	var cleanups []func()
 	cleanup := func() {
 		for i := len(cleanups) - 1; i >= 0; i-- {

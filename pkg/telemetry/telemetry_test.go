@@ -37,9 +37,9 @@ func TestMain(m *testing.M) {
 
 func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-func newTelemetry(t *testing.T, cfg telemetry.Config, opts ...telemetry.Option) *telemetry.Telemetry {
+func newTelemetry(t *testing.T, cfg telemetry.Config) *telemetry.Telemetry {
 	t.Helper()
-	tel, cleanup, err := telemetry.New(cfg, quiet(), opts...)
+	tel, cleanup, err := telemetry.New(cfg, quiet())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,13 +51,12 @@ func newTelemetry(t *testing.T, cfg telemetry.Config, opts ...telemetry.Option) 
 // options until the test ends.
 func startServer(t *testing.T, etcd *clientv3.Client, id string, tel *telemetry.Telemetry) {
 	t.Helper()
-	cfg := serve.Config{Listen: "127.0.0.1:0", Service: "greeter", ID: id, Namespace: discovery.DefaultNamespace,
-		TTL: 10 * time.Second, StopTimeout: time.Second}
-	s, err := serve.New(cfg, etcd, quiet(), tel.ServerOptions()...)
+	cfg := serve.Config{Listen: "127.0.0.1:0", Service: "greeter", ID: id, DrainDelay: -1, StopTimeout: time.Second}
+	s, err := serve.New(cfg, etcd, serve.WithLogger(quiet()),
+		serve.WithServerOptions(tel.ServerOptions()...), serve.WithRegisterOptions(tel.RegisterOptions()...))
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.AddRegisterOptions(tel.RegisterOptions()...)
 	ctx, stop := context.WithCancel(context.Background())
 	ran := make(chan error, 1)
 	go func() { ran <- s.Run(ctx) }()
@@ -266,8 +265,8 @@ func TestTraceContextCrossesFromClientToServer(t *testing.T) {
 		serverTP.Shutdown(context.Background())
 		clientTP.Shutdown(context.Background())
 	})
-	startServer(t, etcd, "g1", newTelemetry(t, telemetry.Config{}, telemetry.WithTracerProvider(serverTP)))
-	caller := newTelemetry(t, telemetry.Config{}, telemetry.WithTracerProvider(clientTP))
+	startServer(t, etcd, "g1", newTelemetry(t, telemetry.Config{TracerProvider: serverTP}))
+	caller := newTelemetry(t, telemetry.Config{TracerProvider: clientTP})
 	health, lists := client(t, etcd, caller)
 	awaitLen(t, lists, 1)
 

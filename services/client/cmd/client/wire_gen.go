@@ -8,6 +8,8 @@ package main
 
 import (
 	"github.com/rollcall/rollcall/api/greeter/v1"
+	"github.com/rollcall/rollcall/pkg/discovery"
+	"github.com/rollcall/rollcall/pkg/telemetry"
 	"github.com/rollcall/rollcall/services/client/internal/caller"
 	"github.com/rollcall/rollcall/services/client/internal/config"
 	"github.com/rollcall/rollcall/services/client/internal/greeter"
@@ -17,24 +19,29 @@ import (
 
 // Injectors from wire.go:
 
-// wireCaller assembles the client from its configuration.
+// wireCaller assembles the client from its configuration, giving each
+// provider only its part of it.
 func wireCaller(configConfig *config.Config, logger *slog.Logger) (*caller.Caller, func(), error) {
-	client, cleanup, err := greeter.NewEtcdClient(configConfig, logger)
+	calls := configConfig.Calls
+	target := configConfig.Target
+	etcdConfig := configConfig.Etcd
+	client, cleanup, err := discovery.ConnectEtcd(etcdConfig, logger)
 	if err != nil {
 		return nil, nil, err
 	}
-	telemetry, cleanup2, err := greeter.NewTelemetry(configConfig, logger)
+	telemetryConfig := configConfig.Telemetry
+	telemetryTelemetry, cleanup2, err := telemetry.New(telemetryConfig, logger)
 	if err != nil {
 		cleanup()
 		return nil, nil, err
 	}
-	builder, err := greeter.NewResolver(configConfig, client, logger, telemetry)
+	builder, err := greeter.NewResolver(target, client, logger, telemetryTelemetry)
 	if err != nil {
 		cleanup2()
 		cleanup()
 		return nil, nil, err
 	}
-	clientConnInterface, cleanup3, err := greeter.NewConn(configConfig, builder, telemetry)
+	clientConnInterface, cleanup3, err := greeter.NewConn(target, builder, telemetryTelemetry)
 	if err != nil {
 		cleanup2()
 		cleanup()
@@ -42,7 +49,7 @@ func wireCaller(configConfig *config.Config, logger *slog.Logger) (*caller.Calle
 	}
 	greeterServiceClient := greeterv1.NewGreeterServiceClient(clientConnInterface)
 	recorder := stats.NewRecorder()
-	callerCaller := caller.New(configConfig, greeterServiceClient, recorder)
+	callerCaller := caller.New(calls, greeterServiceClient, recorder)
 	return callerCaller, func() {
 		cleanup3()
 		cleanup2()

@@ -26,7 +26,7 @@ var ProviderSet = wire.NewSet(New, stats.NewRecorder)
 
 // Caller runs the configured mode.
 type Caller struct {
-	cfg     *config.Config
+	cfg     config.Calls
 	greeter greeterv1.GreeterServiceClient
 	rec     *stats.Recorder
 	out     io.Writer
@@ -36,7 +36,7 @@ type Caller struct {
 }
 
 // New returns a Caller writing its view to standard output.
-func New(cfg *config.Config, greeter greeterv1.GreeterServiceClient, rec *stats.Recorder) *Caller {
+func New(cfg config.Calls, greeter greeterv1.GreeterServiceClient, rec *stats.Recorder) *Caller {
 	return &Caller{cfg: cfg, greeter: greeter, rec: rec, out: os.Stdout}
 }
 

@@ -27,12 +27,19 @@ const (
 	ModeLoad = "load"
 )
 
-// Config is everything the client reads at start.
+// Config is everything the client reads at start, in one part per layer.
 type Config struct {
 	Etcd      discovery.EtcdConfig
+	Target    Target
+	Calls     Calls
+	Log       logs.Config
+	Telemetry telemetry.Config
+}
+
+// Target is the service the client calls and how it reaches it.
+type Target struct {
 	Service   string
 	Namespace string
-	Name      string
 	// Policy is the balancing policy; empty means rollcall's default.
 	Policy string
 	// TLS, when it names a file, makes calls over (mutual) TLS.
@@ -40,22 +47,30 @@ type Config struct {
 	// SnapshotDir, when set, keeps the last list of each service read
 	// from etcd there, to start from when etcd is down at start.
 	SnapshotDir string
+}
 
-	Mode        string
+// Calls is what the client calls with, and how often.
+type Calls struct {
+	Name        string        // to greet
+	Mode        string        // ModeDemo or ModeLoad
 	Rate        float64       // demo: calls per second
 	Concurrency int           // load: workers
 	Duration    time.Duration // 0: until stopped
 	Timeout     time.Duration // per call
 	View        string        // table, lines, none, or auto
-	Log         logs.Config
-	Telemetry   telemetry.Config
 }
+
+// LogConfig is how the client logs.
+func (c *Config) LogConfig() logs.Config { return c.Log }
 
 // Load parses args over the environment (getenv). Its error names the bad
 // flag or variable and value.
 func Load(args []string, getenv func(string) string, usage io.Writer) (*Config, error) {
-	c := &Config{Service: "greeter", Namespace: discovery.DefaultNamespace, Name: "rollcall", Mode: ModeDemo,
-		Rate: 2, Concurrency: 32, Timeout: time.Second, View: "auto"}
+	c := &Config{
+		Target: Target{Service: "greeter", Namespace: discovery.DefaultNamespace},
+		Calls:  Calls{Name: "rollcall", Mode: ModeDemo, Rate: 2, Concurrency: 32, Timeout: time.Second, View: "auto"},
+	}
+	target, calls := &c.Target, &c.Calls
 	fs := flag.NewFlagSet("client", flag.ContinueOnError)
 	fs.SetOutput(usage)
 	env := map[string]string{
@@ -64,19 +79,19 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (*Config, 
 		"view": "CLIENT_VIEW", "policy": "CLIENT_POLICY", "snapshot-dir": "DISCOVERY_SNAPSHOT_DIR",
 	}
 	c.Etcd.RegisterFlags(fs, env)
-	fs.StringVar(&c.Service, "service", c.Service, "service to call")
-	fs.StringVar(&c.Namespace, "namespace", c.Namespace, "first segment of etcd keys")
-	fs.StringVar(&c.Name, "name", c.Name, "name to greet")
-	fs.StringVar(&c.Policy, "policy", c.Policy, "balancing policy (default: rollcall's, "+call.DefaultPolicy+"; round_robin shows calls in turn)")
-	fs.StringVar(&c.Mode, "mode", c.Mode, "demo (slow, every answer shown) or load (closed loop, JSON summary)")
-	fs.Float64Var(&c.Rate, "rate", c.Rate, "demo: calls per second")
-	fs.IntVar(&c.Concurrency, "concurrency", c.Concurrency, "load: concurrent workers")
-	fs.DurationVar(&c.Duration, "duration", c.Duration, "how long to run (0: until interrupted)")
-	fs.DurationVar(&c.Timeout, "timeout", c.Timeout, "deadline of each call")
-	fs.StringVar(&c.View, "view", c.View, "table (redrawn in place), lines, none, or auto (table on a terminal)")
-	fs.StringVar(&c.SnapshotDir, "snapshot-dir", c.SnapshotDir,
+	fs.StringVar(&target.Service, "service", target.Service, "service to call")
+	fs.StringVar(&target.Namespace, "namespace", target.Namespace, "first segment of etcd keys")
+	fs.StringVar(&calls.Name, "name", calls.Name, "name to greet")
+	fs.StringVar(&target.Policy, "policy", target.Policy, "balancing policy (default: rollcall's, "+call.DefaultPolicy+"; round_robin shows calls in turn)")
+	fs.StringVar(&calls.Mode, "mode", calls.Mode, "demo (slow, every answer shown) or load (closed loop, JSON summary)")
+	fs.Float64Var(&calls.Rate, "rate", calls.Rate, "demo: calls per second")
+	fs.IntVar(&calls.Concurrency, "concurrency", calls.Concurrency, "load: concurrent workers")
+	fs.DurationVar(&calls.Duration, "duration", calls.Duration, "how long to run (0: until interrupted)")
+	fs.DurationVar(&calls.Timeout, "timeout", calls.Timeout, "deadline of each call")
+	fs.StringVar(&calls.View, "view", calls.View, "table (redrawn in place), lines, none, or auto (table on a terminal)")
+	fs.StringVar(&target.SnapshotDir, "snapshot-dir", target.SnapshotDir,
 		"directory for the last list of each service read from etcd, used when etcd is down at start (off when empty)")
-	call.RegisterTLSFlags(&c.TLS, fs, env)
+	call.RegisterTLSFlags(&target.TLS, fs, env)
 	c.Log.RegisterFlags(fs, env)
 	c.Telemetry.RegisterFlags(fs, env)
 	if err := flagenv.Parse(fs, env, args, getenv); err != nil {
@@ -90,27 +105,27 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (*Config, 
 }
 
 func (c *Config) validate() error {
-	errs := []error{c.Etcd.Validate(), discovery.ValidateService(c.Service), discovery.ValidateNamespace(c.Namespace), c.TLS.Validate(),
+	errs := []error{c.Etcd.Validate(), discovery.ValidateService(c.Target.Service), discovery.ValidateNamespace(c.Target.Namespace), c.Target.TLS.Validate(),
 		c.Telemetry.Validate()}
-	if c.Mode != ModeDemo && c.Mode != ModeLoad {
-		errs = append(errs, fmt.Errorf("invalid mode %q: want demo or load", c.Mode))
+	if c.Calls.Mode != ModeDemo && c.Calls.Mode != ModeLoad {
+		errs = append(errs, fmt.Errorf("invalid mode %q: want demo or load", c.Calls.Mode))
 	}
-	if c.Rate <= 0 || c.Rate > 10000 {
-		errs = append(errs, fmt.Errorf("invalid rate %v: want 0 < rate <= 10000", c.Rate))
+	if c.Calls.Rate <= 0 || c.Calls.Rate > 10000 {
+		errs = append(errs, fmt.Errorf("invalid rate %v: want 0 < rate <= 10000", c.Calls.Rate))
 	}
-	if c.Concurrency < 1 || c.Concurrency > 10000 {
-		errs = append(errs, fmt.Errorf("invalid concurrency %d: want 1-10000", c.Concurrency))
+	if c.Calls.Concurrency < 1 || c.Calls.Concurrency > 10000 {
+		errs = append(errs, fmt.Errorf("invalid concurrency %d: want 1-10000", c.Calls.Concurrency))
 	}
-	if c.Duration < 0 {
-		errs = append(errs, fmt.Errorf("invalid duration %v: want >= 0", c.Duration))
+	if c.Calls.Duration < 0 {
+		errs = append(errs, fmt.Errorf("invalid duration %v: want >= 0", c.Calls.Duration))
 	}
-	if c.Timeout <= 0 {
-		errs = append(errs, fmt.Errorf("invalid timeout %v: want > 0", c.Timeout))
+	if c.Calls.Timeout <= 0 {
+		errs = append(errs, fmt.Errorf("invalid timeout %v: want > 0", c.Calls.Timeout))
 	}
-	switch c.View {
+	switch c.Calls.View {
 	case "auto", "table", "lines", "none":
 	default:
-		errs = append(errs, fmt.Errorf("invalid view %q: want table, lines, none or auto", c.View))
+		errs = append(errs, fmt.Errorf("invalid view %q: want table, lines, none or auto", c.Calls.View))
 	}
 	return errors.Join(errs...)
 }

@@ -15,7 +15,7 @@ func TestLoadDefaultsAndEnvironment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Mode != "load" || c.Concurrency != 16 || c.Service != "greeter" || c.Timeout != time.Second {
+	if c.Calls.Mode != "load" || c.Calls.Concurrency != 16 || c.Target.Service != "greeter" || c.Calls.Timeout != time.Second {
 		t.Errorf("config = %+v; want load mode, the flag's concurrency 16 over the variable's 8, service greeter, timeout 1s", c)
 	}
 	if got := c.Etcd.Endpoints.String(); got != "10.0.0.1:2379,10.0.0.2:2379" {

@@ -2,7 +2,6 @@
 package greeter
 
 import (
-	"fmt"
 	"log/slog"
 
 	"github.com/google/wire"
@@ -17,27 +16,11 @@ import (
 )
 
 // ProviderSet is the greeter client's providers.
-var ProviderSet = wire.NewSet(NewTelemetry, NewEtcdClient, NewResolver, NewConn, greeterv1.NewGreeterServiceClient)
-
-// NewTelemetry serves metrics and traces calls as configured (each off
-// unless set); the cleanup stops the metrics server and flushes spans.
-func NewTelemetry(cfg *config.Config, log *slog.Logger) (*telemetry.Telemetry, func(), error) {
-	return telemetry.New(cfg.Telemetry, log)
-}
-
-// NewEtcdClient connects to etcd as configured; the cleanup closes it.
-func NewEtcdClient(cfg *config.Config, log *slog.Logger) (*clientv3.Client, func(), error) {
-	c, err := cfg.Etcd.NewClient()
-	if err != nil {
-		return nil, nil, fmt.Errorf("etcd client: %w", err)
-	}
-	log.Info("etcd client", "etcd", cfg.Etcd.String())
-	return c, func() { c.Close() }, nil
-}
+var ProviderSet = wire.NewSet(NewResolver, NewConn, greeterv1.NewGreeterServiceClient)
 
 // NewResolver resolves services from etcd, observed by tel, keeping
 // snapshots of the lists when configured.
-func NewResolver(cfg *config.Config, etcd *clientv3.Client, log *slog.Logger, tel *telemetry.Telemetry) (*resolve.Builder, error) {
+func NewResolver(cfg config.Target, etcd *clientv3.Client, log *slog.Logger, tel *telemetry.Telemetry) (*resolve.Builder, error) {
 	opts := append(tel.ResolveOptions(), resolve.WithNamespace(cfg.Namespace), resolve.WithLogger(log))
 	if cfg.SnapshotDir != "" {
 		opts = append(opts, resolve.WithSnapshots(cfg.SnapshotDir, 0))
@@ -47,7 +30,7 @@ func NewResolver(cfg *config.Config, etcd *clientv3.Client, log *slog.Logger, te
 
 // NewConn dials the configured service, its calls observed by tel; the
 // cleanup closes the connection.
-func NewConn(cfg *config.Config, rb *resolve.Builder, tel *telemetry.Telemetry) (grpc.ClientConnInterface, func(), error) {
+func NewConn(cfg config.Target, rb *resolve.Builder, tel *telemetry.Telemetry) (grpc.ClientConnInterface, func(), error) {
 	opts := []call.Option{call.WithTLS(cfg.TLS)}
 	if cfg.Policy != "" {
 		opts = append(opts, call.WithPolicy(cfg.Policy))

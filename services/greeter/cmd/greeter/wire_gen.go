@@ -7,6 +7,9 @@
 package main
 
 import (
+	"github.com/rollcall/rollcall/pkg/discovery"
+	"github.com/rollcall/rollcall/pkg/telemetry"
+	"github.com/rollcall/rollcall/services/greeter/internal/biz"
 	"github.com/rollcall/rollcall/services/greeter/internal/config"
 	"github.com/rollcall/rollcall/services/greeter/internal/server"
 	"github.com/rollcall/rollcall/services/greeter/internal/service"
@@ -15,28 +18,35 @@ import (
 
 // Injectors from wire.go:
 
-// wireApp assembles the greeter from its configuration.
-func wireApp(configConfig *config.Config, logger *slog.Logger) (*app, func(), error) {
-	client, cleanup, err := server.NewEtcdClient(configConfig, logger)
+// wireServer assembles the greeter from its configuration, giving each
+// provider only its part of it.
+func wireServer(configConfig *config.Config, logger *slog.Logger) (server.GRPCServer, func(), error) {
+	serveConfig := configConfig.Serve
+	etcdConfig := configConfig.Etcd
+	client, cleanup, err := discovery.ConnectEtcd(etcdConfig, logger)
 	if err != nil {
-		return nil, nil, err
+		return server.GRPCServer{}, nil, err
 	}
-	telemetry, cleanup2, err := server.NewTelemetry(configConfig, logger)
+	telemetryConfig := configConfig.Telemetry
+	telemetryTelemetry, cleanup2, err := telemetry.New(telemetryConfig, logger)
 	if err != nil {
 		cleanup()
-		return nil, nil, err
+		return server.GRPCServer{}, nil, err
 	}
-	serveServer, cleanup3, err := server.NewGRPCServer(configConfig, client, logger, telemetry)
+	serveServer, cleanup3, err := server.Listen(serveConfig, client, telemetryTelemetry, logger)
 	if err != nil {
 		cleanup2()
 		cleanup()
-		return nil, nil, err
+		return server.GRPCServer{}, nil, err
 	}
 	instance := server.Instance(serveServer)
-	faults := server.Faults(configConfig)
-	greeter := service.NewGreeter(instance, faults)
-	mainApp := newApp(serveServer, greeter, logger)
-	return mainApp, func() {
+	greeter := biz.NewGreeter(instance)
+	faults := configConfig.Faults
+	outage, cleanup4 := server.NewOutageDrill(logger)
+	serviceGreeter := service.NewGreeter(greeter, faults, outage)
+	grpcServer := server.NewGRPCServer(serveServer, serviceGreeter)
+	return grpcServer, func() {
+		cleanup4()
 		cleanup3()
 		cleanup2()
 		cleanup()

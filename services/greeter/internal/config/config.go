@@ -32,6 +32,9 @@ type Config struct {
 	Telemetry telemetry.Config
 }
 
+// LogConfig is how the greeter logs.
+func (c *Config) LogConfig() logs.Config { return c.Log }
+
 // Load parses args over the environment (getenv). Its error names the bad
 // flag or variable and value.
 func Load(args []string, getenv func(string) string, usage io.Writer) (*Config, error) {

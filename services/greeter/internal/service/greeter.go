@@ -1,10 +1,11 @@
-// Package service implements the greeter's API: the business logic, with
-// no knowledge of how it is served or discovered.
+// Package service implements the greeter's gRPC API over its business
+// rules (package biz): it turns requests into calls of biz and answers
+// into responses, and injects the faults of demos and benchmarks. It
+// knows nothing of how it is served or discovered.
 package service
 
 import (
 	"context"
-	"fmt"
 	"math/rand/v2"
 	"sync/atomic"
 	"time"
@@ -14,7 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	greeterv1 "github.com/rollcall/rollcall/api/greeter/v1"
-	"github.com/rollcall/rollcall/pkg/discovery"
+	"github.com/rollcall/rollcall/services/greeter/internal/biz"
 )
 
 // ProviderSet is the service layer's providers.
@@ -23,13 +24,12 @@ var ProviderSet = wire.NewSet(NewGreeter)
 // MaxStreamCount caps the greetings one StreamHellos call sends.
 const MaxStreamCount = 100
 
-// Greeter answers greetings, naming the instance that answered.
+// Greeter answers the greeter API with biz's greetings.
 type Greeter struct {
 	greeterv1.UnimplementedGreeterServiceServer
-	self   string // "<id> (<addr>)"
-	id     string
-	faults Faults
-	outage atomic.Bool
+	greeter *biz.Greeter
+	faults  Faults
+	outage  *Outage
 }
 
 var _ greeterv1.GreeterServiceServer = (*Greeter)(nil)
@@ -45,18 +45,26 @@ type Faults struct {
 	FailCode codes.Code
 }
 
-// NewGreeter returns a Greeter that answers as inst, with faults.
-func NewGreeter(inst discovery.Instance, faults Faults) *Greeter {
-	return &Greeter{self: fmt.Sprintf("%s (%s)", inst.ID, inst.Addr), id: inst.ID, faults: faults}
-}
+// Outage is the switch of a failure drill: while it is on, every SayHello
+// call fails with UNAVAILABLE, as on an instance that lost a dependency.
+// Its zero value is off.
+type Outage struct{ on atomic.Bool }
 
-// SetOutage makes every SayHello call fail with UNAVAILABLE while on, as
-// an instance that lost a dependency would: for failure drills.
-func (g *Greeter) SetOutage(on bool) { g.outage.Store(on) }
+// Set turns the outage on or off.
+func (o *Outage) Set(on bool) { o.on.Store(on) }
+
+// NewGreeter returns a Greeter that answers with greeter's greetings,
+// with faults, failing while outage is on (never, when nil).
+func NewGreeter(greeter *biz.Greeter, faults Faults, outage *Outage) *Greeter {
+	if outage == nil {
+		outage = new(Outage)
+	}
+	return &Greeter{greeter: greeter, faults: faults, outage: outage}
+}
 
 // SayHello answers "Hello <name> from <instance>".
 func (g *Greeter) SayHello(ctx context.Context, req *greeterv1.SayHelloRequest) (*greeterv1.SayHelloResponse, error) {
-	if g.outage.Load() {
+	if g.outage.on.Load() {
 		return nil, status.Error(codes.Unavailable, "outage drill: every call fails")
 	}
 	if err := g.wait(ctx); err != nil {
@@ -65,7 +73,8 @@ func (g *Greeter) SayHello(ctx context.Context, req *greeterv1.SayHelloRequest) 
 	if g.faults.FailRate > 0 && rand.Float64() < g.faults.FailRate {
 		return nil, status.Errorf(g.faults.FailCode, "injected failure (fail-rate %v)", g.faults.FailRate)
 	}
-	return &greeterv1.SayHelloResponse{Message: g.greet(req.GetName()), InstanceId: g.id}, nil
+	greeting := g.greeter.Greet(req.GetName())
+	return &greeterv1.SayHelloResponse{Message: greeting.Message, InstanceId: greeting.InstanceID}, nil
 }
 
 // StreamHellos sends count greetings, each after the artificial latency.
@@ -77,18 +86,12 @@ func (g *Greeter) StreamHellos(req *greeterv1.StreamHellosRequest, stream greete
 		if err := g.wait(stream.Context()); err != nil {
 			return err
 		}
-		if err := stream.Send(&greeterv1.StreamHellosResponse{Message: g.greet(req.GetName()), Index: i, InstanceId: g.id}); err != nil {
+		greeting := g.greeter.Greet(req.GetName())
+		if err := stream.Send(&greeterv1.StreamHellosResponse{Message: greeting.Message, Index: i, InstanceId: greeting.InstanceID}); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-func (g *Greeter) greet(name string) string {
-	if name == "" {
-		name = "stranger"
-	}
-	return fmt.Sprintf("Hello %s from %s", name, g.self)
 }
 
 func (g *Greeter) wait(ctx context.Context) error {
