@@ -11,14 +11,13 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/goleak"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/rollcall/rollcall/pkg/balance"
 	"github.com/rollcall/rollcall/pkg/discovery"
+	"github.com/rollcall/rollcall/pkg/discovery/discoverytest"
 	"github.com/rollcall/rollcall/pkg/discovery/register"
 	"github.com/rollcall/rollcall/pkg/discovery/resolve"
 	"github.com/rollcall/rollcall/pkg/etcdtest"
@@ -26,7 +25,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, etcdtest.IgnoredGoroutines()...)
+	etcdtest.VerifyTestMain(m)
 }
 
 // backend is a real gRPC server whose health service sends rollcall's
@@ -116,28 +115,13 @@ func startBackendsVia(t *testing.T, etcd *clientv3.Client, ttl time.Duration, we
 	}
 	var out []*backend
 	for i, w := range weights {
-		lis, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		b := &backend{id: fmt.Sprintf("b%d", i+1), addr: lis.Addr().String(), latency: time.Millisecond, resume: make(chan struct{})}
-		s := grpc.NewServer()
-		healthpb.RegisterHealthServer(s, b)
-		done := make(chan struct{})
-		go func() { defer close(done); s.Serve(lis) }()
-		reg, err := register.New(etcd, discovery.Instance{Service: "svc", ID: b.id, Addr: b.addr, Metadata: discovery.Metadata{Weight: w}}, opts...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
+		b := &backend{id: fmt.Sprintf("b%d", i+1), latency: time.Millisecond, resume: make(chan struct{})}
+		b.addr = discoverytest.Serve(t, b)
+		discoverytest.Register(t, etcd, discovery.Instance{Service: "svc", ID: b.id, Addr: b.addr, Metadata: discovery.Metadata{Weight: w}}, opts...)
+		t.Cleanup(func() { // runs first: resume before the registration closes and the server stops
 			if b.paused.Load() {
 				b.unpause()
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			defer cancel()
-			reg.Close(ctx) // bounded: etcd may be cut off
-			s.Stop()
-			<-done
 		})
 		out = append(out, b)
 	}
@@ -155,13 +139,7 @@ func dialConfig(t *testing.T, srv *etcdtest.Server, policy, config string) healt
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := grpc.NewClient(rb.Target("svc"), grpc.WithResolvers(rb),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"`+policy+`":`+config+`}]}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	conn := discoverytest.Dial(t, rb, "svc", `{"loadBalancingConfig":[{"`+policy+`":`+config+`}]}`)
 	return healthpb.NewHealthClient(conn)
 }
 

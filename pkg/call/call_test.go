@@ -4,11 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"net"
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
@@ -17,13 +15,14 @@ import (
 	"github.com/rollcall/rollcall/pkg/balance"
 	"github.com/rollcall/rollcall/pkg/call"
 	"github.com/rollcall/rollcall/pkg/discovery"
+	"github.com/rollcall/rollcall/pkg/discovery/discoverytest"
 	"github.com/rollcall/rollcall/pkg/discovery/register"
 	"github.com/rollcall/rollcall/pkg/discovery/resolve"
 	"github.com/rollcall/rollcall/pkg/etcdtest"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, etcdtest.IgnoredGoroutines()...)
+	etcdtest.VerifyTestMain(m)
 }
 
 // The default service config names the policy and health-checks the
@@ -58,27 +57,12 @@ func TestServiceConfigIsValidWithoutGRPCRetries(t *testing.T) {
 // startBackend serves the health service on 127.0.0.1 and registers it.
 func startBackend(tb testing.TB, srv *etcdtest.Server) string {
 	tb.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	s := grpc.NewServer()
 	hs := health.NewServer()
 	hs.SetServingStatus("bench", healthpb.HealthCheckResponse_SERVING)
-	healthpb.RegisterHealthServer(s, hs)
-	done := make(chan struct{})
-	go func() { defer close(done); s.Serve(lis) }()
-	reg, err := register.New(srv.Client(), discovery.Instance{Service: "bench", ID: "b1", Addr: lis.Addr().String()},
+	addr := discoverytest.Serve(tb, hs)
+	discoverytest.Register(tb, srv.Client(), discovery.Instance{Service: "bench", ID: "b1", Addr: addr},
 		register.WithLogger(slog.New(slog.DiscardHandler)))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() {
-		reg.Close(context.Background())
-		s.Stop()
-		<-done
-	})
-	return lis.Addr().String()
+	return addr
 }
 
 // BenchmarkUnaryCall compares a call through discovery and balancing

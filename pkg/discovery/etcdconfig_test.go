@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/rollcall/rollcall/pkg/discovery"
 	"github.com/rollcall/rollcall/pkg/etcdtest"
 	"github.com/rollcall/rollcall/pkg/flagenv"
@@ -15,7 +13,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, etcdtest.IgnoredGoroutines()...)
+	etcdtest.VerifyTestMain(m)
 }
 
 // A process reaches an etcd that requires TLS client certificates with the

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -20,16 +19,10 @@ import (
 // A server registers itself once it listens; the key stays in etcd while
 // the process runs and goes when it closes the registration.
 func Example_register() {
-	endpoint, stopEtcd := startEtcd()
+	etcd, stopEtcd := startEtcd()
 	defer stopEtcd()
 	addr, stopServer := startServer()
 	defer stopServer()
-
-	etcd, err := discovery.NewEtcdClient(clientv3.Config{Endpoints: []string{endpoint}})
-	if err != nil {
-		panic(err)
-	}
-	defer etcd.Close()
 
 	reg, err := register.New(etcd, discovery.Instance{Service: "greeter", ID: "greeter-1", Addr: addr},
 		register.WithLogger(slog.New(slog.DiscardHandler)))
@@ -54,13 +47,8 @@ func Example_register() {
 // A client dials the service by name; every call goes to one of the
 // instances registered now, in turn.
 func Example_dial() {
-	endpoint, stopEtcd := startEtcd()
+	etcd, stopEtcd := startEtcd()
 	defer stopEtcd()
-	etcd, err := discovery.NewEtcdClient(clientv3.Config{Endpoints: []string{endpoint}})
-	if err != nil {
-		panic(err)
-	}
-	defer etcd.Close()
 	quiet := register.WithLogger(slog.New(slog.DiscardHandler))
 	for _, id := range []string{"greeter-1", "greeter-2"} {
 		addr, stop := startServer()

@@ -1,47 +1,34 @@
 package discovery_test
 
 import (
+	"context"
 	"net"
-	"net/url"
-	"os"
+	"time"
 
-	"go.etcd.io/etcd/server/v3/embed"
-	"go.uber.org/zap"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/rollcall/rollcall/pkg/discovery"
+	"github.com/rollcall/rollcall/pkg/discovery/discoverytest"
 	"github.com/rollcall/rollcall/pkg/discovery/register"
+	"github.com/rollcall/rollcall/pkg/etcdtest"
 )
 
-// startEtcd runs etcd in-process on a free 127.0.0.1 port for an example.
-func startEtcd() (endpoint string, stop func()) {
-	dir, err := os.MkdirTemp("", "example-etcd-")
+// startEtcd runs etcd in-process on free 127.0.0.1 ports for an example,
+// and returns a client of it, made as services make theirs.
+func startEtcd() (etcd *clientv3.Client, stop func()) {
+	srv, stopEtcd, err := etcdtest.StartExample()
 	if err != nil {
 		panic(err)
 	}
-	cfg := embed.NewConfig()
-	cfg.Dir = dir
-	client, peerURL := url.URL{Scheme: "http", Host: freeAddr()}, url.URL{Scheme: "http", Host: freeAddr()}
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{client}, []url.URL{client}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peerURL}, []url.URL{peerURL}
-	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
-	e, err := embed.StartEtcd(cfg)
+	etcd, err = discovery.NewEtcdClient(clientv3.Config{Endpoints: []string{srv.Endpoint()}})
 	if err != nil {
+		stopEtcd()
 		panic(err)
 	}
-	<-e.Server.ReadyNotify()
-	return client.String(), func() { e.Close(); os.RemoveAll(dir) }
-}
-
-func freeAddr() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return etcd, func() { etcd.Close(); stopEtcd() }
 }
 
 // startServer runs a gRPC server with the health service on 127.0.0.1.
@@ -57,11 +44,9 @@ func startServer() (addr string, stop func()) {
 }
 
 func awaitRegistered(r *register.Registration) {
-	for {
-		s, changed := r.Watch()
-		if s.Phase == register.Registered {
-			return
-		}
-		<-changed
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := discoverytest.AwaitRegistered(ctx, r); err != nil {
+		panic(err)
 	}
 }

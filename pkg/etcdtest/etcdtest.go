@@ -1,11 +1,12 @@
-// Package etcdtest runs a real etcd server in-process for tests, on
-// 127.0.0.1 ports picked free, and lets a test stop, restart, wipe or
-// compact it to play failures. It is etcd itself (server/v3/embed), never a
-// fake.
+// Package etcdtest runs a real etcd server in-process for tests (and
+// package examples, through StartExample), on 127.0.0.1 ports picked free,
+// and lets a test stop, restart, wipe or compact it to play failures. It is
+// etcd itself (server/v3/embed), never a fake.
 package etcdtest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -27,7 +28,7 @@ import (
 // Server is one embedded etcd member. Its client URL stays the same across
 // Stop, Start and Wipe, as a restarted etcd's would.
 type Server struct {
-	t         testing.TB
+	t         testing.TB // nil for a server of StartExample
 	dir       string
 	clientURL url.URL
 	peerURL   url.URL
@@ -61,20 +62,72 @@ func StartTLS(t testing.TB, tls TLS) *Server {
 
 func start(t testing.TB, tls *TLS) *Server {
 	t.Helper()
+	s, err := newServer(filepath.Join(t.TempDir(), "etcd"), tls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.t = t
+	s.Start()
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// StartExample starts etcd for a package example, which has no
+// testing.TB, in a new temporary directory; stop stops it and removes the
+// directory. The methods that report failures to a test (Start, Restart,
+// Wipe, Client, Compact) panic on a failure here.
+func StartExample() (s *Server, stop func(), err error) {
+	dir, err := os.MkdirTemp("", "etcdtest-")
+	if err != nil {
+		return nil, nil, fmt.Errorf("etcd data directory: %w", err)
+	}
+	s, err = newServer(filepath.Join(dir, "etcd"), nil)
+	if err == nil {
+		err = s.start()
+	}
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, nil, err
+	}
+	return s, func() { s.Stop(); os.RemoveAll(dir) }, nil
+}
+
+// newServer returns a stopped server on free ports, keeping its data in dir.
+func newServer(dir string, tls *TLS) (*Server, error) {
 	scheme := "http"
 	if tls != nil {
 		scheme = "https"
 	}
-	s := &Server{
-		t:         t,
-		dir:       filepath.Join(t.TempDir(), "etcd"),
-		clientURL: url.URL{Scheme: scheme, Host: freeAddr(t)},
-		peerURL:   url.URL{Scheme: "http", Host: freeAddr(t)},
-		tls:       tls,
+	clientAddr, err := freeAddr()
+	if err != nil {
+		return nil, err
 	}
-	s.Start()
-	t.Cleanup(s.Stop)
-	return s
+	peerAddr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	return &Server{
+		dir:       dir,
+		clientURL: url.URL{Scheme: scheme, Host: clientAddr},
+		peerURL:   url.URL{Scheme: "http", Host: peerAddr},
+		tls:       tls,
+	}, nil
+}
+
+// fatalf fails the test, or panics for a server of StartExample.
+func (s *Server) fatalf(format string, args ...any) {
+	if s.t == nil {
+		panic(fmt.Sprintf(format, args...))
+	}
+	s.t.Helper()
+	s.t.Fatalf(format, args...)
+}
+
+// helper marks the caller as a test helper, when there is a test.
+func (s *Server) helper() {
+	if s.t != nil {
+		s.t.Helper()
+	}
 }
 
 // Endpoint is the address clients dial.
@@ -85,9 +138,15 @@ func (s *Server) Running() bool { return s.etcd != nil }
 
 // Start starts a stopped server on its data directory and ports.
 func (s *Server) Start() {
-	s.t.Helper()
+	s.helper()
+	if err := s.start(); err != nil {
+		s.fatalf("%v", err)
+	}
+}
+
+func (s *Server) start() error {
 	if s.etcd != nil {
-		return
+		return nil
 	}
 	cfg := embed.NewConfig()
 	cfg.Name = "etcdtest"
@@ -104,15 +163,16 @@ func (s *Server) Start() {
 	}
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
-		s.t.Fatalf("start etcd: %v", err)
+		return fmt.Errorf("start etcd: %w", err)
 	}
 	select {
 	case <-e.Server.ReadyNotify():
 	case <-time.After(30 * time.Second):
 		e.Close()
-		s.t.Fatalf("etcd did not become ready in 30s")
+		return errors.New("etcd did not become ready in 30s")
 	}
 	s.etcd = e
+	return nil
 }
 
 // Stop stops the server, keeping its data.
@@ -126,7 +186,7 @@ func (s *Server) Stop() {
 
 // Restart stops and starts the server on the same data.
 func (s *Server) Restart() {
-	s.t.Helper()
+	s.helper()
 	s.Stop()
 	s.Start()
 }
@@ -134,57 +194,66 @@ func (s *Server) Restart() {
 // Wipe replaces the server by an empty one on the same ports, as when an
 // etcd cluster is lost and rebuilt: no keys, no leases, revisions from 1.
 func (s *Server) Wipe() {
-	s.t.Helper()
+	s.helper()
 	s.Stop()
 	if err := os.RemoveAll(s.dir); err != nil {
-		s.t.Fatalf("wipe etcd data: %v", err)
+		s.fatalf("wipe etcd data: %v", err)
 	}
 	s.Start()
 }
 
 // Client returns a client of this server, made as services make theirs,
-// and closes it when the test ends.
+// and closes it when the test ends (for a server of StartExample, the
+// caller closes it).
 func (s *Server) Client() *clientv3.Client {
-	s.t.Helper()
+	s.helper()
 	cfg := clientv3.Config{Endpoints: []string{s.Endpoint()}, Logger: zap.NewNop()}
 	if s.tls != nil {
 		var err error
 		cfg.TLS, err = tlsfiles.Files{CA: s.tls.CA, Cert: s.tls.ClientCert, Key: s.tls.ClientKey}.Client()
 		if err != nil {
-			s.t.Fatalf("etcd client TLS: %v", err)
+			s.fatalf("etcd client TLS: %v", err)
 		}
 	}
 	c, err := discovery.NewEtcdClient(cfg)
 	if err != nil {
-		s.t.Fatalf("etcd client: %v", err)
+		s.fatalf("etcd client: %v", err)
 	}
-	s.t.Cleanup(func() { c.Close() })
+	if s.t != nil {
+		s.t.Cleanup(func() { c.Close() })
+	}
 	return c
 }
 
 // Compact compacts the server's history up to its current revision, so
 // that watches resuming from an older revision fail with ErrCompacted.
 func (s *Server) Compact(ctx context.Context) {
-	s.t.Helper()
+	s.helper()
 	c := s.Client()
 	resp, err := c.Get(ctx, "compact-probe")
 	if err != nil {
-		s.t.Fatalf("read revision: %v", err)
+		s.fatalf("read revision: %v", err)
 	}
 	if _, err := c.Compact(ctx, resp.Header.Revision, clientv3.WithCompactPhysical()); err != nil {
-		s.t.Fatalf("compact: %v", err)
+		s.fatalf("compact: %v", err)
 	}
 }
 
 // freeAddr returns a 127.0.0.1 address with a port free now.
-func freeAddr(t testing.TB) string {
-	t.Helper()
+func freeAddr() (string, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatalf("pick a free port: %v", err)
+		return "", fmt.Errorf("pick a free port: %w", err)
 	}
 	defer l.Close()
-	return fmt.Sprintf("127.0.0.1:%d", l.Addr().(*net.TCPAddr).Port)
+	return fmt.Sprintf("127.0.0.1:%d", l.Addr().(*net.TCPAddr).Port), nil
+}
+
+// VerifyTestMain runs m's tests, then fails them if goroutines are left
+// running other than those an embedded etcd leaves: the TestMain of a
+// package whose tests start etcd.
+func VerifyTestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, IgnoredGoroutines()...)
 }
 
 // IgnoredGoroutines lists goroutines that an embedded etcd leaves running

@@ -18,7 +18,6 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
-	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
@@ -32,7 +31,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, etcdtest.IgnoredGoroutines()...)
+	etcdtest.VerifyTestMain(m)
 }
 
 func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
@@ -74,7 +73,7 @@ func client(t *testing.T, etcd *clientv3.Client, tel *telemetry.Telemetry) (heal
 	t.Helper()
 	lists := make(chan int, 256)
 	rb, err := resolve.NewBuilder(etcd, append(tel.ResolveOptions(), resolve.WithLogger(quiet()),
-		resolve.WithOnUpdate(func(_ string, list []discovery.Instance) { lists <- len(list) }))...)
+		resolve.WithObserver(resolve.UpdateFunc(func(_ string, list []discovery.Instance) { lists <- len(list) })))...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -53,9 +53,9 @@ func rollcallStack(bin, policy string) stack {
 		dial: func(cli *clientv3.Client, service string, obs *observer) (*grpc.ClientConn, error) {
 			// rollcall's list is observed as it is published, a goroutine
 			// hop before gRPC receives it.
-			rb, err := resolve.NewBuilder(cli, resolve.WithOnUpdate(func(_ string, list []discovery.Instance) {
+			rb, err := resolve.NewBuilder(cli, resolve.WithObserver(resolve.UpdateFunc(func(_ string, list []discovery.Instance) {
 				obs.recordCount(len(list))
-			}))
+			})))
 			if err != nil {
 				return nil, err
 			}

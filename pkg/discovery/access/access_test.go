@@ -8,11 +8,10 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/goleak"
 
-	"github.com/rollcall/rollcall/pkg/call"
 	"github.com/rollcall/rollcall/pkg/discovery"
 	"github.com/rollcall/rollcall/pkg/discovery/access"
+	"github.com/rollcall/rollcall/pkg/discovery/discoverytest"
 	"github.com/rollcall/rollcall/pkg/discovery/register"
 	"github.com/rollcall/rollcall/pkg/discovery/resolve"
 	"github.com/rollcall/rollcall/pkg/etcdtest"
@@ -20,7 +19,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, etcdtest.IgnoredGoroutines()...)
+	etcdtest.VerifyTestMain(m)
 }
 
 var quiet = slog.New(slog.DiscardHandler)
@@ -81,11 +80,7 @@ func TestLeastPrivilege(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			inst := discovery.Instance{Service: tc.service, ID: "i-" + tc.name[:6], Addr: "127.0.0.1:1"}
-			r, err := register.New(tc.as, inst, register.WithLogger(quiet))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer r.Close(ctx)
+			r := discoverytest.Register(t, tc.as, inst, register.WithLogger(quiet))
 			st := awaitSettled(t, r)
 			if st.Phase != tc.want {
 				t.Fatalf("phase %v (err %v), want %v", st.Phase, st.Err, tc.want)
@@ -103,56 +98,44 @@ func TestLeastPrivilege(t *testing.T) {
 	}
 
 	// The caller resolves the greeter it may read.
-	reg, err := register.New(asGreeter, discovery.Instance{Service: "greeter", ID: "g1", Addr: "127.0.0.1:2"}, register.WithLogger(quiet))
+	discoverytest.Register(t, asGreeter, discovery.Instance{Service: "greeter", ID: "g1", Addr: "127.0.0.1:2"}, register.WithLogger(quiet))
+	lists := discoverytest.NewLists()
+	rb, err := resolve.NewBuilder(asClient, resolve.WithLogger(quiet), resolve.WithObserver(lists.Observer()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer reg.Close(ctx)
-	lists := make(chan []discovery.Instance, 16)
-	rb, err := resolve.NewBuilder(asClient, resolve.WithLogger(quiet), resolve.WithOnUpdate(func(_ string, l []discovery.Instance) {
-		select {
-		case lists <- l:
-		default:
-		}
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := call.Dial(rb, "greeter")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.Connect()
-	for {
-		select {
-		case l := <-lists:
-			for _, inst := range l {
-				if inst.ID == "g1" {
-					return
-				}
-			}
-		case <-ctx.Done():
-			t.Fatal("the caller never resolved the greeter it may read")
-		}
-	}
+	discoverytest.Dial(t, rb, "greeter", "")
+	lists.Await(t, "greeter", "g1")
 }
 
 // awaitSettled waits until the registration is registered or denied.
 func awaitSettled(t *testing.T, r *register.Registration) register.State {
 	t.Helper()
-	timeout := time.After(20 * time.Second)
-	for {
-		s, changed := r.Watch()
-		if s.Phase == register.Registered || s.Phase == register.Denied {
-			return s
-		}
-		select {
-		case <-changed:
-		case <-timeout:
-			t.Fatalf("registration neither registered nor denied; last state %+v", s)
-		}
+	return discoverytest.AwaitState(t, r, "registered or denied", func(s register.State) bool {
+		return s.Phase == register.Registered || s.Phase == register.Denied
+	})
+}
+
+// registerAs keeps an instance of service registered through etcd client
+// c, with lease TTL ttl, until the test ends.
+func registerAs(t *testing.T, c *clientv3.Client, service, id string, ttl time.Duration) *register.Registration {
+	t.Helper()
+	return discoverytest.Register(t, c, discovery.Instance{Service: service, ID: id, Addr: "127.0.0.1:1"},
+		register.WithLogger(quiet), register.WithTTL(ttl))
+}
+
+// awaitRegistered fails the test unless r settles registered; when says
+// at what point of the test.
+func awaitRegistered(t *testing.T, r *register.Registration, when string) {
+	t.Helper()
+	if st := awaitSettled(t, r); st.Phase != register.Registered {
+		t.Fatalf("phase %v (err %v) %s, want registered", st.Phase, st.Err, when)
 	}
+}
+
+// refused is true once etcd has refused a write of the registration.
+func refused(s register.State) bool {
+	return s.Err != nil && strings.Contains(s.Err.Error(), "permission denied")
 }
 
 func TestGrantsRejectBadNames(t *testing.T) {
@@ -185,42 +168,26 @@ func startWithGreeterUser(t *testing.T) (*etcdtest.Server, access.Service) {
 // auth does, instead of failing at start.
 func TestAuthenticatedProcessStartsWhileEtcdIsDown(t *testing.T) {
 	srv, greeterSvc := startWithGreeterUser(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	srv.Stop()
 
 	c, err := login(t, srv, greeterSvc.User(), "secret-greeter")
 	if err != nil {
 		t.Fatalf("etcd client with a user while etcd is down: %v; want one that logs in later", err)
 	}
-	r, err := register.New(c, discovery.Instance{Service: "greeter", ID: "g1", Addr: "127.0.0.1:1"}, register.WithLogger(quiet))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close(ctx)
+	r := discoverytest.Register(t, c, discovery.Instance{Service: "greeter", ID: "g1", Addr: "127.0.0.1:1"}, register.WithLogger(quiet))
 	srv.Start()
-	if st := awaitSettled(t, r); st.Phase != register.Registered {
-		t.Fatalf("phase %v (err %v) once etcd is back, want registered", st.Phase, st.Err)
-	}
+	awaitRegistered(t, r, "once etcd is back")
 }
 
 // Operators edit a role by revoking and granting again: a registration
 // refused meanwhile keeps trying and comes back, rather than giving up at
 // the first refusal.
 func TestRegistrationOutlivesARoleBeingEdited(t *testing.T) {
-	srv, greeterSvc := startWithGreeterUser(t)
+	greeterSvc, root, asGreeter := startLoggedIn(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	root, asGreeter := loginRootAndGreeter(t, srv, greeterSvc)
-	r, err := register.New(asGreeter, discovery.Instance{Service: "greeter", ID: "g1", Addr: "127.0.0.1:1"},
-		register.WithLogger(quiet), register.WithTTL(5*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close(ctx)
-	if st := awaitSettled(t, r); st.Phase != register.Registered {
-		t.Fatalf("phase %v (err %v), want registered", st.Phase, st.Err)
-	}
+	r := registerAs(t, asGreeter, "greeter", "g1", 5*time.Second)
+	awaitRegistered(t, r, "at first")
 
 	// The edit: the role loses its permission, and the key must be
 	// written again meanwhile.
@@ -231,45 +198,25 @@ func TestRegistrationOutlivesARoleBeingEdited(t *testing.T) {
 	if _, err := root.Delete(ctx, r.Key()); err != nil {
 		t.Fatal(err)
 	}
-	for st, changed := r.Watch(); st.Err == nil || !strings.Contains(st.Err.Error(), "permission denied"); st, changed = r.Watch() {
-		if st.Phase == register.Denied {
-			t.Fatalf("denied at once: %v", st.Err)
-		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			t.Fatalf("the registration never saw the refusal; state %+v", st)
-		}
+	if st := discoverytest.AwaitState(t, r, "refused", func(s register.State) bool {
+		return refused(s) || s.Phase == register.Denied
+	}); st.Phase == register.Denied {
+		t.Fatalf("denied at once: %v", st.Err)
 	}
 	if err := access.Apply(ctx, root, greeterSvc, "secret-greeter"); err != nil {
 		t.Fatal(err)
 	}
-	if st := awaitSettled(t, r); st.Phase != register.Registered {
-		t.Fatalf("phase %v (err %v) after the role was granted again, want registered", st.Phase, st.Err)
-	}
+	awaitRegistered(t, r, "after the role was granted again")
 }
 
 // A lease granted for a key etcd then refuses is revoked at once, not
 // left in etcd for its TTL.
 func TestRefusedWriteLeavesNoLease(t *testing.T) {
-	srv, greeterSvc := startWithGreeterUser(t)
+	_, root, asGreeter := startLoggedIn(t)
+	// A service the greeter's role may not write.
+	discoverytest.AwaitState(t, registerAs(t, asGreeter, "billing", "b1", 30*time.Second), "refused", refused)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	root, asGreeter := loginRootAndGreeter(t, srv, greeterSvc)
-	// A service the greeter's role may not write.
-	r, err := register.New(asGreeter, discovery.Instance{Service: "billing", ID: "b1", Addr: "127.0.0.1:1"},
-		register.WithLogger(quiet), register.WithTTL(30*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close(ctx)
-	for st, changed := r.Watch(); st.Err == nil || !strings.Contains(st.Err.Error(), "permission denied"); st, changed = r.Watch() {
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			t.Fatalf("the registration never saw the refusal; state %+v", st)
-		}
-	}
 	leases, err := root.Leases(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -279,10 +226,11 @@ func TestRefusedWriteLeavesNoLease(t *testing.T) {
 	}
 }
 
-// loginRootAndGreeter connects as root and as the greeter's user of
-// startWithGreeterUser.
-func loginRootAndGreeter(t *testing.T, srv *etcdtest.Server, greeterSvc access.Service) (root, asGreeter *clientv3.Client) {
+// startLoggedIn is startWithGreeterUser, with clients logged in as root
+// and as the greeter's user.
+func startLoggedIn(t *testing.T) (greeterSvc access.Service, root, asGreeter *clientv3.Client) {
 	t.Helper()
+	srv, greeterSvc := startWithGreeterUser(t)
 	root, err := login(t, srv, "root", "secret-root")
 	if err != nil {
 		t.Fatal(err)
@@ -290,5 +238,5 @@ func loginRootAndGreeter(t *testing.T, srv *etcdtest.Server, greeterSvc access.S
 	if asGreeter, err = login(t, srv, greeterSvc.User(), "secret-greeter"); err != nil {
 		t.Fatal(err)
 	}
-	return root, asGreeter
+	return greeterSvc, root, asGreeter
 }

@@ -48,34 +48,27 @@ type Metrics struct {
 // New registers discovery's collectors with reg.
 func New(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
-		state: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: namespace, Name: "registration_state",
-			Help: "Registrations of this process in each state: registering, registered (key in etcd under a live lease), retrying (writing it again), denied (etcd refused the key for good), duplicate (another live process holds its instance ID).",
-		}, []string{"service", "state"}),
-		reregistrations: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Name: "reregistrations_total",
-			Help: "Times a registration's key was written again after it was lost (lease expired, key deleted, etcd wiped).",
-		}, []string{"service"}),
-		updates: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Name: "resolver_updates_total",
-			Help: "Instance lists the resolver published for a service (after each list and each watch response).",
-		}, []string{"service"}),
-		endpoints: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: namespace, Name: "resolver_endpoints",
-			Help: "Instances of a service in the resolver's last list.",
-		}, []string{"service"}),
-		restarts: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Name: "watch_restarts_total",
-			Help: "Resolver watches that ended and listed again, by reason: compacted, reconnected, resolve_now, closed, error.",
-		}, []string{"service", "reason"}),
-		etcdErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Name: "etcd_errors_total",
-			Help: "etcd calls of discovery that failed, by operation: grant, put, keepalive, get (registration); list, watch (resolver).",
-		}, []string{"service", "op"}),
-		conflicts: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Name: "registration_conflicts_total",
-			Help: "Times another process wrote this process's registration key with another address: two processes share an instance ID.",
-		}, []string{"service"}),
+		state: gauge("registration_state",
+			"Registrations of this process in each state: registering, registered (key in etcd under a live lease), retrying (writing it again), denied (etcd refused the key for good), duplicate (another live process holds its instance ID).",
+			"service", "state"),
+		reregistrations: counter("reregistrations_total",
+			"Times a registration's key was written again after it was lost (lease expired, key deleted, etcd wiped).",
+			"service"),
+		updates: counter("resolver_updates_total",
+			"Instance lists the resolver published for a service (after each list and each watch response).",
+			"service"),
+		endpoints: gauge("resolver_endpoints",
+			"Instances of a service in the resolver's last list.",
+			"service"),
+		restarts: counter("watch_restarts_total",
+			"Resolver watches that ended and listed again, by reason: compacted, reconnected, resolve_now, closed, error.",
+			"service", "reason"),
+		etcdErrors: counter("etcd_errors_total",
+			"etcd calls of discovery that failed, by operation: grant, put, keepalive, get (registration); list, watch (resolver).",
+			"service", "op"),
+		conflicts: counter("registration_conflicts_total",
+			"Times another process wrote this process's registration key with another address: two processes share an instance ID.",
+			"service"),
 		phases: map[*register.Registration]register.Phase{},
 	}
 	for _, c := range []prometheus.Collector{m.state, m.reregistrations, m.updates, m.endpoints, m.restarts, m.etcdErrors, m.conflicts} {
@@ -84,6 +77,14 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 		}
 	}
 	return m, nil
+}
+
+func counter(name, help string, labels ...string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help}, labels)
+}
+
+func gauge(name, help string, labels ...string) *prometheus.GaugeVec {
+	return prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: name, Help: help}, labels)
 }
 
 // RegisterOption makes a registration report to m.
@@ -135,9 +136,9 @@ func (o registrations) RegistrationConflict(r *register.Registration, _ discover
 // resolvers is m as a resolve.Observer.
 type resolvers struct{ m *Metrics }
 
-func (o resolvers) ResolverUpdated(service string, n int) {
+func (o resolvers) ResolverUpdated(service string, instances []discovery.Instance) {
 	o.m.updates.WithLabelValues(service).Inc()
-	o.m.endpoints.WithLabelValues(service).Set(float64(n))
+	o.m.endpoints.WithLabelValues(service).Set(float64(len(instances)))
 }
 
 func (o resolvers) WatchRestarted(service, reason string) {

@@ -8,22 +8,20 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/goleak"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/rollcall/rollcall/pkg/discovery"
 	"github.com/rollcall/rollcall/pkg/discovery/discoverymetrics"
+	"github.com/rollcall/rollcall/pkg/discovery/discoverytest"
 	"github.com/rollcall/rollcall/pkg/discovery/register"
 	"github.com/rollcall/rollcall/pkg/discovery/resolve"
 	"github.com/rollcall/rollcall/pkg/etcdtest"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, etcdtest.IgnoredGoroutines()...)
+	etcdtest.VerifyTestMain(m)
 }
 
-func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
+var quiet = slog.New(slog.DiscardHandler)
 
 func newMetrics(t *testing.T) (*discoverymetrics.Metrics, *prometheus.Registry) {
 	t.Helper()
@@ -97,31 +95,15 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func awaitState(t *testing.T, r *register.Registration, cond func(register.State) bool) {
-	t.Helper()
-	timeout := time.After(20 * time.Second)
-	for {
-		s, changed := r.Watch()
-		if cond(s) {
-			return
-		}
-		select {
-		case <-changed:
-		case <-timeout:
-			t.Fatalf("registration state %+v never reached", s)
-		}
-	}
-}
-
 func TestRegistrationStateAndReregistrations(t *testing.T) {
 	etcd := etcdtest.Start(t).Client()
 	m, reg := newMetrics(t)
 	r, err := register.New(etcd, discovery.Instance{Service: "greeter", ID: "g1", Addr: "127.0.0.1:1"},
-		m.RegisterOption(), register.WithLogger(quiet()))
+		m.RegisterOption(), register.WithLogger(quiet))
 	if err != nil {
 		t.Fatal(err)
 	}
-	awaitState(t, r, func(s register.State) bool { return s.Phase == register.Registered })
+	discoverytest.AwaitState(t, r, "registered", discoverytest.Registered)
 	const state = "rollcall_discovery_registration_state"
 	want(t, reg, 1, state, "service", "greeter", "state", "registered")
 	want(t, reg, 0, state, "service", "greeter", "state", "registering")
@@ -132,7 +114,7 @@ func TestRegistrationStateAndReregistrations(t *testing.T) {
 	if _, err := etcd.Delete(context.Background(), r.Key()); err != nil {
 		t.Fatal(err)
 	}
-	awaitState(t, r, func(s register.State) bool { return s.Phase == register.Registered && s.Writes == 2 })
+	discoverytest.AwaitState(t, r, "registered again", func(s register.State) bool { return s.Phase == register.Registered && s.Writes == 2 })
 	want(t, reg, 1, "rollcall_discovery_reregistrations_total", "service", "greeter")
 	want(t, reg, 1, state, "service", "greeter", "state", "registered")
 
@@ -143,53 +125,23 @@ func TestRegistrationStateAndReregistrations(t *testing.T) {
 	want(t, reg, 1, "rollcall_discovery_reregistrations_total", "service", "greeter")
 }
 
-// lists receives the length of every list the resolver publishes.
-func lists(t *testing.T, m *discoverymetrics.Metrics, etcd *clientv3.Client) (*resolve.Builder, <-chan int) {
+// lists returns a Builder with m's metrics and what it publishes.
+func lists(t *testing.T, m *discoverymetrics.Metrics, etcd *clientv3.Client) (*resolve.Builder, *discoverytest.Lists) {
 	t.Helper()
-	ch := make(chan int, 256)
-	rb, err := resolve.NewBuilder(etcd, m.ResolveOption(), resolve.WithLogger(quiet()),
-		resolve.WithOnUpdate(func(_ string, list []discovery.Instance) { ch <- len(list) }))
+	l := discoverytest.NewLists()
+	rb, err := resolve.NewBuilder(etcd, m.ResolveOption(), resolve.WithLogger(quiet), resolve.WithObserver(l.Observer()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return rb, ch
-}
-
-func awaitLen(t *testing.T, ch <-chan int, n int) {
-	t.Helper()
-	timeout := time.After(20 * time.Second)
-	for {
-		select {
-		case got := <-ch:
-			if got == n {
-				return
-			}
-		case <-timeout:
-			t.Fatalf("the resolver never published a list of %d", n)
-		}
-	}
-}
-
-func dial(t *testing.T, rb *resolve.Builder, service string) {
-	t.Helper()
-	cc, err := grpc.NewClient(rb.Target(service), grpc.WithResolvers(rb), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
-	cc.Connect() // builds the resolver
+	return rb, l
 }
 
 // registerInstance registers an instance of greeter and waits until its
 // key is in etcd.
 func registerInstance(t *testing.T, etcd *clientv3.Client, id string) {
 	t.Helper()
-	r, err := register.New(etcd, discovery.Instance{Service: "greeter", ID: id, Addr: "127.0.0.1:" + id}, register.WithLogger(quiet()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close(context.Background()) })
-	awaitState(t, r, func(s register.State) bool { return s.Phase == register.Registered })
+	r := discoverytest.Register(t, etcd, discovery.Instance{Service: "greeter", ID: id, Addr: "127.0.0.1:" + id}, register.WithLogger(quiet))
+	discoverytest.AwaitState(t, r, "registered", discoverytest.Registered)
 }
 
 func TestResolverUpdatesEndpointsAndWatchRestarts(t *testing.T) {
@@ -199,13 +151,13 @@ func TestResolverUpdatesEndpointsAndWatchRestarts(t *testing.T) {
 	registerInstance(t, etcd, "1002")
 	m, reg := newMetrics(t)
 	rb, published := lists(t, m, etcd)
-	dial(t, rb, "greeter")
-	awaitLen(t, published, 2)
+	discoverytest.Dial(t, rb, "greeter", "")
+	published.AwaitLen(t, "greeter", 2)
 	want(t, reg, 2, "rollcall_discovery_resolver_endpoints", "service", "greeter")
 	before := value(t, reg, "rollcall_discovery_resolver_updates_total", "service", "greeter")
 
 	registerInstance(t, etcd, "1003")
-	awaitLen(t, published, 3)
+	published.AwaitLen(t, "greeter", 3)
 	want(t, reg, 3, "rollcall_discovery_resolver_endpoints", "service", "greeter")
 	if after := value(t, reg, "rollcall_discovery_resolver_updates_total", "service", "greeter"); after <= before {
 		t.Errorf("resolver updates %v after a new instance, want more than %v", after, before)
@@ -214,7 +166,7 @@ func TestResolverUpdatesEndpointsAndWatchRestarts(t *testing.T) {
 	// An etcd restart ends the watch; the resolver lists again, and
 	// counts the restart before it publishes that list.
 	srv.Restart()
-	awaitLen(t, published, 3)
+	published.AwaitLen(t, "greeter", 3)
 	if got := value(t, reg, "rollcall_discovery_watch_restarts_total", "service", "greeter"); got < 1 {
 		t.Errorf("watch restarts after an etcd restart = %v, want at least 1", got)
 	}
@@ -230,8 +182,8 @@ func TestCompactedWatchCountsARestart(t *testing.T) {
 	m, reg := newMetrics(t)
 	registerInstance(t, writer, "1001")
 	rb, published := lists(t, m, proxy.Client())
-	dial(t, rb, "greeter")
-	awaitLen(t, published, 1)
+	discoverytest.Dial(t, rb, "greeter", "")
+	published.AwaitLen(t, "greeter", 1)
 
 	proxy.Cut()
 	// Two writes, then a compaction: the revision the watch resumes from
@@ -240,7 +192,7 @@ func TestCompactedWatchCountsARestart(t *testing.T) {
 	registerInstance(t, writer, "1003")
 	srv.Compact(context.Background())
 	proxy.Restore()
-	awaitLen(t, published, 3)
+	published.AwaitLen(t, "greeter", 3)
 	if got := value(t, reg, "rollcall_discovery_watch_restarts_total", "service", "greeter"); got < 1 {
 		t.Errorf("watch restarts after a compaction = %v, want at least 1", got)
 	}
@@ -252,18 +204,14 @@ func TestEtcdErrorsCounted(t *testing.T) {
 	srv := etcdtest.Start(t)
 	etcd := srv.Client()
 	m, reg := newMetrics(t)
-	r, err := register.New(etcd, discovery.Instance{Service: "greeter", ID: "g1", Addr: "127.0.0.1:1"},
-		m.RegisterOption(), register.WithLogger(quiet()), register.WithTTL(time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close(context.Background()) })
-	awaitState(t, r, func(s register.State) bool { return s.Phase == register.Registered })
+	r := discoverytest.Register(t, etcd, discovery.Instance{Service: "greeter", ID: "g1", Addr: "127.0.0.1:1"},
+		m.RegisterOption(), register.WithLogger(quiet), register.WithTTL(time.Second))
+	discoverytest.AwaitState(t, r, "registered", discoverytest.Registered)
 
 	srv.Stop()
 	// A resolver built while etcd is down fails its first list.
 	rb, _ := lists(t, m, etcd)
-	dial(t, rb, "shop")
+	discoverytest.Dial(t, rb, "shop", "")
 	counted := func(service, op string) func() bool {
 		return func() bool {
 			v, _, _ := lookup(reg, "rollcall_discovery_etcd_errors_total", "service", service, "op", op)

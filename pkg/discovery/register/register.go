@@ -252,21 +252,12 @@ func (r *Registration) Close(ctx context.Context) error {
 	return r.closeErr
 }
 
-// Retry timing.
-const (
-	minBackoff = 100 * time.Millisecond
-	// maxBackoff bounds the wait between attempts while etcd answers with
-	// errors, so a fleet does not hammer a struggling etcd at one request
-	// per instance per second. While etcd is unreachable, its return (a
-	// reconnect of the client) ends the wait sooner.
-	maxBackoff = 8 * time.Second
-	// reconnectSpread: what a reconnect triggers waits a random part of
-	// it, so that instances which all see etcd return at once do not all
-	// write in the same instant. Their clients' reconnects, jittered by
-	// gRPC's backoff, already spread them over about a second; this stays
-	// small so that all are written again within 2 s of etcd's return.
-	reconnectSpread = 100 * time.Millisecond
-)
+// reconnectSpread: what a reconnect triggers waits a random part of it,
+// so that instances which all see etcd return at once do not all write in
+// the same instant. Their clients' reconnects, jittered by gRPC's backoff,
+// already spread them over about a second; this stays small so that all
+// are written again within 2 s of etcd's return.
+const reconnectSpread = 100 * time.Millisecond
 
 // DuplicateError is the final error of a registration whose instance ID
 // another live process holds, with another address.
@@ -283,14 +274,12 @@ func (e *DuplicateError) Error() string {
 // lost, until ctx ends.
 func (r *Registration) run(ctx context.Context) {
 	defer close(r.done)
-	reconnected := make(chan struct{}, 1)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	wg.Go(func() { reconnect.Notify(ctx, r.client.ActiveConnection(), reconnected) })
+	reconnected, waitNotify := reconnect.Start(ctx, r.client.ActiveConnection())
+	defer waitNotify()
 	key := &keyWatch{client: r.client, key: r.key, parent: ctx}
 	defer key.stop()
 
-	bo := backoff.Backoff{Base: minBackoff, Max: maxBackoff}
+	bo := backoff.Default()
 	var stale clientv3.LeaseID // a previous lease to revoke once the key has moved off it
 	var deniedSince time.Time  // when etcd began refusing, zero while it does not
 	for {
@@ -586,8 +575,8 @@ func (r *Registration) hold(ctx context.Context, key *keyWatch, lease clientv3.L
 	}
 	timer := time.NewTimer(r.renewalPeriod())
 	defer timer.Stop()
-	bo := backoff.Backoff{Base: minBackoff, Max: r.ttl / 4}
-	watchBo := backoff.Backoff{Base: minBackoff, Max: maxBackoff}
+	bo := backoff.UpTo(r.ttl / 4)
+	watchBo := backoff.Default()
 	var rewatch <-chan time.Time // set while the key is not watched
 	for {
 		select {

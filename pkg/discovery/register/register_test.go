@@ -8,7 +8,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/goleak"
 
 	"github.com/rollcall/rollcall/pkg/discovery"
 	"github.com/rollcall/rollcall/pkg/discovery/register"
@@ -16,7 +15,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, etcdtest.IgnoredGoroutines()...)
+	etcdtest.VerifyTestMain(m)
 }
 
 func instance(id, addr string) discovery.Instance {

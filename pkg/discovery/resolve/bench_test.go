@@ -16,9 +16,9 @@ import (
 func BenchmarkUpdate(b *testing.B) {
 	for _, n := range []int{10, 100, 1000, 10000} {
 		b.Run(fmt.Sprintf("instances=%d", n), func(b *testing.B) {
-			w := &serviceWatch{service: "bench", ns: "rollcall", prefix: "rollcall/bench/",
-				log: slog.New(slog.DiscardHandler), observer: nopObserver{}, changed: make(chan struct{})}
-			st := &state{byKey: map[string]discovery.Instance{}}
+			w := &serviceWatch{published: newPublished(snapshot{}), service: "bench", ns: "rollcall", prefix: "rollcall/bench/",
+				log: slog.New(slog.DiscardHandler), observer: observers(nil)}
+			st := newState()
 			for i := range n {
 				inst := discovery.Instance{Service: "bench", ID: fmt.Sprintf("i%05d", i), Addr: fmt.Sprintf("10.%d.%d.%d:50051", i>>16, (i>>8)&255, i&255)}
 				st.byKey[w.prefix+inst.ID] = inst

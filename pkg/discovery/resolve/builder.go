@@ -39,13 +39,6 @@ func WithNamespace(ns string) Option { return func(b *Builder) { b.namespace = n
 // WithLogger sets where skipped values and watch restarts are logged.
 func WithLogger(l *slog.Logger) Option { return func(b *Builder) { b.log = l } }
 
-// WithOnUpdate sets a function called with every list a service's watch
-// publishes (for metrics, logs and tests). It runs on the watch goroutine:
-// keep it short and do not call back into the Builder.
-func WithOnUpdate(fn func(service string, instances []discovery.Instance)) Option {
-	return func(b *Builder) { b.onUpdate = fn }
-}
-
 // Builder builds resolvers for targets <scheme>:///<service>. Pass it to
 // grpc.NewClient with grpc.WithResolvers; no global registration is needed.
 // Resolvers of the same service share one etcd watch.
@@ -54,8 +47,7 @@ type Builder struct {
 	scheme    string
 	namespace string
 	log       *slog.Logger
-	onUpdate  func(service string, instances []discovery.Instance)
-	observer  Observer
+	observers observers  // told in turn, from each watch's goroutine
 	snapshots *snapshots // nil unless WithSnapshots
 
 	mu        sync.Mutex
@@ -75,7 +67,6 @@ func NewBuilder(client *clientv3.Client, opts ...Option) (*Builder, error) {
 		scheme:    DefaultScheme,
 		namespace: discovery.DefaultNamespace,
 		log:       slog.Default(),
-		observer:  nopObserver{},
 		watches:   map[string]*serviceWatch{},
 		lastKnown: map[string]snapshot{},
 	}

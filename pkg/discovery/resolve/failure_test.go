@@ -8,22 +8,19 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/rollcall/rollcall/pkg/discovery"
+	"github.com/rollcall/rollcall/pkg/discovery/discoverytest"
 	"github.com/rollcall/rollcall/pkg/etcdtest"
 )
 
 // While etcd is down the resolver keeps the last list, calls go on, and
 // once etcd is back the list follows it again.
 func TestEtcdDownKeepsLastListThenFollowsAgain(t *testing.T) {
-	srv := etcdtest.Start(t)
-	c := srv.Client()
-	l := newLists()
+	srv, c, l := start(t)
 	for _, id := range []string{"a", "b"} {
-		registerBackend(t, c, "greeter", startBackend(t, id))
+		registerBackend(t, c, "greeter", id)
 	}
 	b := newBuilder(t, c, l)
-	cc := dial(t, b, "greeter")
-	l.await(t, "greeter", "a", "b")
-	awaitSpread(t, cc, "a", "b")
+	cc := dialAndAwait(t, b, l, "a", "b")
 
 	srv.Stop()
 	if got := spread(t, cc, 20); got["a"] != 10 || got["b"] != 10 {
@@ -35,20 +32,17 @@ func TestEtcdDownKeepsLastListThenFollowsAgain(t *testing.T) {
 	awaitSpread(t, late, "a", "b")
 
 	srv.Start()
-	registerBackend(t, c, "greeter", startBackend(t, "c"))
-	l.await(t, "greeter", "a", "b", "c")
-	awaitSpread(t, cc, "a", "b", "c")
+	registerBackend(t, c, "greeter", "c")
+	awaitList(t, l, cc, "a", "b", "c")
 	assertNeverEmpty(t, l, "greeter")
 }
 
 // An etcd wiped and replaced by an empty one loses every key; instances
 // register again, and meanwhile clients keep the ones they know.
 func TestEtcdWipedKeepsInstancesWhileTheyRegisterAgain(t *testing.T) {
-	srv := etcdtest.Start(t)
-	c := srv.Client()
-	l := newLists()
+	srv, c, l := start(t)
 	for _, id := range []string{"a", "b"} {
-		registerBackend(t, c, "greeter", startBackend(t, id))
+		registerBackend(t, c, "greeter", id)
 	}
 	// An instance nobody keeps registered: after the wipe it is gone for
 	// good, and leaves the list once the grace period ends.
@@ -57,14 +51,14 @@ func TestEtcdWipedKeepsInstancesWhileTheyRegisterAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	cc := dial(t, newBuilder(t, c, l), "greeter")
-	l.await(t, "greeter", "a", "b", "gone")
+	l.Await(t, "greeter", "a", "b", "gone")
 	awaitSpread(t, cc, "a", "b")
 
 	srv.Wipe()
-	registerBackend(t, c, "greeter", startBackend(t, "c"))
-	l.await(t, "greeter", "a", "b", "c", "gone")
+	registerBackend(t, c, "greeter", "c")
+	l.Await(t, "greeter", "a", "b", "c", "gone")
 	awaitSpread(t, cc, "a", "b", "c")
-	l.await(t, "greeter", "a", "b", "c")
+	l.Await(t, "greeter", "a", "b", "c")
 	assertNeverEmpty(t, l, "greeter")
 }
 
@@ -74,53 +68,45 @@ func TestCompactionWhileCutOff(t *testing.T) {
 	srv := etcdtest.Start(t)
 	writer := srv.Client()
 	proxy := etcdtest.NewProxy(t, srv)
-	l := newLists()
-	ra := registerBackend(t, writer, "greeter", startBackend(t, "a"))
-	registerBackend(t, writer, "greeter", startBackend(t, "b"))
+	l := discoverytest.NewLists()
+	ra := registerBackend(t, writer, "greeter", "a")
+	registerBackend(t, writer, "greeter", "b")
 	cc := dial(t, newBuilder(t, proxy.Client(), l), "greeter")
-	l.await(t, "greeter", "a", "b")
+	l.Await(t, "greeter", "a", "b")
 
 	proxy.Cut()
-	closeRegistration(t, ra)
-	registerBackend(t, writer, "greeter", startBackend(t, "c"))
+	discoverytest.Deregister(t, ra)
+	registerBackend(t, writer, "greeter", "c")
 	awaitKeys(t, writer, "rollcall/greeter/", "rollcall/greeter/b", "rollcall/greeter/c")
 	srv.Compact(context.Background())
 	proxy.Restore()
 
-	l.await(t, "greeter", "b", "c")
-	awaitSpread(t, cc, "b", "c")
+	awaitList(t, l, cc, "b", "c")
 }
 
 // A key deleted by hand comes back: the registration writes it again and
 // the list follows.
 func TestKeyDeletedByHandComesBack(t *testing.T) {
-	srv := etcdtest.Start(t)
-	c := srv.Client()
-	l := newLists()
-	r := registerBackend(t, c, "greeter", startBackend(t, "a"))
-	registerBackend(t, c, "greeter", startBackend(t, "b"))
+	_, c, l := start(t)
+	r := registerBackend(t, c, "greeter", "a")
+	registerBackend(t, c, "greeter", "b")
 	cc := dial(t, newBuilder(t, c, l), "greeter")
-	l.await(t, "greeter", "a", "b")
+	l.Await(t, "greeter", "a", "b")
 
 	if _, err := c.Delete(context.Background(), r.Key()); err != nil {
 		t.Fatal(err)
 	}
-	l.await(t, "greeter", "b")
-	l.await(t, "greeter", "a", "b")
-	awaitSpread(t, cc, "a", "b")
+	l.Await(t, "greeter", "b")
+	awaitList(t, l, cc, "a", "b")
 }
 
 // A channel that went idle builds a new resolver on its next call; it
 // starts from the last list even while etcd is down.
 func TestNewResolverStartsFromLastKnownList(t *testing.T) {
-	srv := etcdtest.Start(t)
-	c := srv.Client()
-	l := newLists()
-	registerBackend(t, c, "greeter", startBackend(t, "a"))
+	srv, c, l := start(t)
+	registerBackend(t, c, "greeter", "a")
 	b := newBuilder(t, c, l)
-	first := dial(t, b, "greeter")
-	l.await(t, "greeter", "a")
-	awaitSpread(t, first, "a")
+	first := dialAndAwait(t, b, l, "a")
 	first.Close() // the last resolver of greeter closes, as in idle mode
 
 	srv.Stop()
@@ -129,9 +115,9 @@ func TestNewResolverStartsFromLastKnownList(t *testing.T) {
 
 // assertNeverEmpty fails if the resolver ever published an empty list
 // after its first non-empty one.
-func assertNeverEmpty(t *testing.T, l *lists, service string) {
+func assertNeverEmpty(t *testing.T, l *discoverytest.Lists, service string) {
 	t.Helper()
-	h := l.history(service)
+	h := l.History(service)
 	start := slices.IndexFunc(h, func(ids []string) bool { return len(ids) > 0 })
 	for i := max(start, 0); i < len(h); i++ {
 		if len(h[i]) == 0 {

@@ -1,16 +1,22 @@
 package resolve
 
-import "errors"
+import (
+	"errors"
 
-// Observer is told what a Builder's watches do, for metrics (package
-// discoverymetrics implements it for Prometheus). Calls for one service
+	"github.com/rollcall/rollcall/pkg/discovery"
+)
+
+// Observer is told what a Builder's watches do, for metrics, logs and
+// tests (package discoverymetrics implements it for Prometheus). Calls for one service
 // come one at a time from its watch goroutine; calls for different
 // services may come at once. They must return quickly and must not call
 // back into the Builder.
 type Observer interface {
-	// ResolverUpdated: the watch of service published a list of n
-	// instances (after every list and every watch response).
-	ResolverUpdated(service string, n int)
+	// ResolverUpdated: the watch of service published instances, sorted
+	// by ID (after every list and every watch response). The slice is
+	// shared with the resolvers: read it, keep it if need be, never
+	// modify it.
+	ResolverUpdated(service string, instances []discovery.Instance)
 	// WatchRestarted: the watch of service ended and lists again, for
 	// reason: "compacted", "reconnected", "resolve_now", "closed" or
 	// "error".
@@ -20,20 +26,50 @@ type Observer interface {
 	ResolverEtcdError(service, op string, err error)
 }
 
-// WithObserver sets who is told of updates, watch restarts and etcd errors.
+// WithObserver adds o to those told of updates, watch restarts and etcd
+// errors; each is told in the order they were added.
 func WithObserver(o Observer) Option {
 	return func(b *Builder) {
 		if o != nil {
-			b.observer = o
+			b.observers = append(b.observers, o)
 		}
 	}
 }
 
-type nopObserver struct{}
+// UpdateFunc is an Observer told only of published lists.
+type UpdateFunc func(service string, instances []discovery.Instance)
 
-func (nopObserver) ResolverUpdated(string, int)             {}
-func (nopObserver) WatchRestarted(string, string)           {}
-func (nopObserver) ResolverEtcdError(string, string, error) {}
+// ResolverUpdated calls f.
+func (f UpdateFunc) ResolverUpdated(service string, instances []discovery.Instance) {
+	f(service, instances)
+}
+
+// WatchRestarted does nothing.
+func (UpdateFunc) WatchRestarted(string, string) {}
+
+// ResolverEtcdError does nothing.
+func (UpdateFunc) ResolverEtcdError(string, string, error) {}
+
+// observers tells each of its Observers.
+type observers []Observer
+
+func (all observers) ResolverUpdated(service string, instances []discovery.Instance) {
+	for _, o := range all {
+		o.ResolverUpdated(service, instances)
+	}
+}
+
+func (all observers) WatchRestarted(service, reason string) {
+	for _, o := range all {
+		o.WatchRestarted(service, reason)
+	}
+}
+
+func (all observers) ResolverEtcdError(service, op string, err error) {
+	for _, o := range all {
+		o.ResolverEtcdError(service, op, err)
+	}
+}
 
 // Why a watch ends, other than a response error.
 var (

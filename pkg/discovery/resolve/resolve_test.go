@@ -3,166 +3,77 @@ package resolve_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	etcdnaming "go.etcd.io/etcd/client/v3/naming/resolver"
-	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/rollcall/rollcall/pkg/discovery"
+	"github.com/rollcall/rollcall/pkg/discovery/discoverytest"
 	"github.com/rollcall/rollcall/pkg/discovery/register"
 	"github.com/rollcall/rollcall/pkg/discovery/resolve"
 	"github.com/rollcall/rollcall/pkg/etcdtest"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, etcdtest.IgnoredGoroutines()...)
+	etcdtest.VerifyTestMain(m)
 }
 
-// backend is a real gRPC server on 127.0.0.1 whose health Check answers
-// with its ID in a header, so a test sees which instance served a call.
-type backend struct {
-	healthpb.UnimplementedHealthServer
-	id   string
-	addr string
-}
-
-func (b *backend) Check(ctx context.Context, _ *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
-	grpc.SetHeader(ctx, metadata.Pairs("instance-id", b.id))
-	return &healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}, nil
-}
-
-func startBackend(t *testing.T, id string) *backend {
+// start starts etcd, with a client of it and a recorder for the lists of
+// Builders of newBuilder.
+func start(t *testing.T) (*etcdtest.Server, *clientv3.Client, *discoverytest.Lists) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &backend{id: id, addr: ln.Addr().String()}
-	s := grpc.NewServer()
-	healthpb.RegisterHealthServer(s, b)
-	done := make(chan struct{})
-	go func() { defer close(done); s.Serve(ln) }()
-	t.Cleanup(func() { s.Stop(); <-done })
-	return b
+	srv := etcdtest.Start(t)
+	return srv, srv.Client(), discoverytest.NewLists()
 }
 
-// register keeps b registered as an instance of service until the test ends.
-func registerBackend(t *testing.T, c *clientv3.Client, service string, b *backend) *register.Registration {
+// registerBackend keeps a backend named id registered as an instance of
+// service until the test ends.
+func registerBackend(t *testing.T, c *clientv3.Client, service, id string) *register.Registration {
 	t.Helper()
-	r, err := register.New(c, discovery.Instance{Service: service, ID: b.id, Addr: b.addr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { closeRegistration(t, r) })
-	return r
+	return discoverytest.Register(t, c, discoverytest.StartBackend(t, id).Instance(service))
 }
 
-func closeRegistration(t *testing.T, r *register.Registration) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	r.Close(ctx)
-}
-
-// lists records every list the resolver publishes, so tests await the
-// list they expect instead of sleeping.
-type lists struct {
-	mu      sync.Mutex
-	seen    map[string][][]string // service -> lists of IDs, in order
-	changed chan struct{}
-}
-
-func newLists() *lists { return &lists{seen: map[string][][]string{}, changed: make(chan struct{})} }
-
-func (l *lists) record(service string, instances []discovery.Instance) {
-	ids := make([]string, len(instances))
-	for i, inst := range instances {
-		ids[i] = inst.ID
-	}
-	l.mu.Lock()
-	l.seen[service] = append(l.seen[service], ids)
-	close(l.changed)
-	l.changed = make(chan struct{})
-	l.mu.Unlock()
-}
-
-// await waits until the latest list of service has exactly ids, in order.
-func (l *lists) await(t *testing.T, service string, ids ...string) {
+func newBuilder(t *testing.T, c *clientv3.Client, l *discoverytest.Lists, opts ...resolve.Option) *resolve.Builder {
 	t.Helper()
-	want := strings.Join(ids, ",")
-	timeout := time.After(20 * time.Second)
-	for {
-		l.mu.Lock()
-		var got string
-		if all := l.seen[service]; len(all) > 0 {
-			got = strings.Join(all[len(all)-1], ",")
-		}
-		changed := l.changed
-		l.mu.Unlock()
-		if got == want && (len(ids) > 0 || len(l.history(service)) > 0) {
-			return
-		}
-		select {
-		case <-changed:
-		case <-timeout:
-			t.Fatalf("list of %s never became [%s]; last [%s]", service, want, got)
-		}
-	}
-}
-
-func (l *lists) history(service string) [][]string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([][]string(nil), l.seen[service]...)
-}
-
-func newBuilder(t *testing.T, c *clientv3.Client, l *lists, opts ...resolve.Option) *resolve.Builder {
-	t.Helper()
-	b, err := resolve.NewBuilder(c, append([]resolve.Option{resolve.WithOnUpdate(l.record)}, opts...)...)
+	b, err := resolve.NewBuilder(c, append([]resolve.Option{resolve.WithObserver(l.Observer())}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return b
 }
-
-const roundRobin = `{"loadBalancingConfig":[{"round_robin":{}}]}`
 
 func dial(t *testing.T, b *resolve.Builder, service string) *grpc.ClientConn {
 	t.Helper()
-	cc, err := grpc.NewClient(b.Target(service),
-		grpc.WithResolvers(b),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultServiceConfig(roundRobin),
-		grpc.WithChainUnaryInterceptor(b.UnaryClientInterceptor()),
-	)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
-	cc.Connect() // build the resolver now, not at the first call
+	return discoverytest.Dial(t, b, service, "")
+}
+
+// dialAndAwait dials greeter through b, and waits until l's latest list
+// of it is ids and calls reach each of them.
+func dialAndAwait(t *testing.T, b *resolve.Builder, l *discoverytest.Lists, ids ...string) *grpc.ClientConn {
+	t.Helper()
+	cc := dial(t, b, "greeter")
+	awaitList(t, l, cc, ids...)
 	return cc
+}
+
+// awaitList waits until l's latest list of greeter is ids and calls on cc
+// reach each of them.
+func awaitList(t *testing.T, l *discoverytest.Lists, cc *grpc.ClientConn, ids ...string) {
+	t.Helper()
+	l.Await(t, "greeter", ids...)
+	awaitSpread(t, cc, ids...)
 }
 
 // call makes one call and returns the ID of the instance that served it.
 func call(ctx context.Context, cc *grpc.ClientConn) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	var header metadata.MD
-	_, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{}, grpc.Header(&header))
-	if err != nil {
-		return "", err
-	}
-	return strings.Join(header.Get("instance-id"), ""), nil
+	return discoverytest.Call(ctx, cc, 5*time.Second)
 }
 
 // spread makes n calls and counts them per serving instance.
@@ -213,15 +124,11 @@ func allIn(got map[string]int, ids []string) bool {
 }
 
 func TestRoundRobinReachesEveryInstance(t *testing.T) {
-	srv := etcdtest.Start(t)
-	c := srv.Client()
-	l := newLists()
+	_, c, l := start(t)
 	for _, id := range []string{"a", "b", "c"} {
-		registerBackend(t, c, "greeter", startBackend(t, id))
+		registerBackend(t, c, "greeter", id)
 	}
-	cc := dial(t, newBuilder(t, c, l), "greeter")
-	l.await(t, "greeter", "a", "b", "c")
-	awaitSpread(t, cc, "a", "b", "c")
+	cc := dialAndAwait(t, newBuilder(t, c, l), l, "a", "b", "c")
 
 	got := spread(t, cc, 30)
 	for _, id := range []string{"a", "b", "c"} {
@@ -233,21 +140,15 @@ func TestRoundRobinReachesEveryInstance(t *testing.T) {
 }
 
 func TestListFollowsRegistrations(t *testing.T) {
-	srv := etcdtest.Start(t)
-	c := srv.Client()
-	l := newLists()
-	ra := registerBackend(t, c, "greeter", startBackend(t, "a"))
-	cc := dial(t, newBuilder(t, c, l), "greeter")
-	l.await(t, "greeter", "a")
-	awaitSpread(t, cc, "a")
+	_, c, l := start(t)
+	ra := registerBackend(t, c, "greeter", "a")
+	cc := dialAndAwait(t, newBuilder(t, c, l), l, "a")
 
-	registerBackend(t, c, "greeter", startBackend(t, "b"))
-	l.await(t, "greeter", "a", "b")
-	awaitSpread(t, cc, "a", "b")
+	registerBackend(t, c, "greeter", "b")
+	awaitList(t, l, cc, "a", "b")
 
-	closeRegistration(t, ra) // deregister: the key goes with the lease
-	l.await(t, "greeter", "b")
-	awaitSpread(t, cc, "b")
+	discoverytest.Deregister(t, ra) // deregister: the key goes with the lease
+	awaitList(t, l, cc, "b")
 
 	// A lease that expires takes its key, and the instance, with it.
 	lease, err := c.Grant(context.Background(), 1)
@@ -258,21 +159,17 @@ func TestListFollowsRegistrations(t *testing.T) {
 	if _, err := c.Put(context.Background(), "rollcall/greeter/short-lived", string(value), clientv3.WithLease(lease.ID)); err != nil {
 		t.Fatal(err)
 	}
-	l.await(t, "greeter", "b", "short-lived")
-	l.await(t, "greeter", "b")
+	l.Await(t, "greeter", "b", "short-lived")
+	l.Await(t, "greeter", "b")
 }
 
 func TestEmptyListFailsFastNamingTheService(t *testing.T) {
-	srv := etcdtest.Start(t)
-	c := srv.Client()
-	l := newLists()
-	r := registerBackend(t, c, "greeter", startBackend(t, "a"))
-	cc := dial(t, newBuilder(t, c, l), "greeter")
-	l.await(t, "greeter", "a")
-	awaitSpread(t, cc, "a")
+	_, c, l := start(t)
+	r := registerBackend(t, c, "greeter", "a")
+	cc := dialAndAwait(t, newBuilder(t, c, l), l, "a")
 
-	closeRegistration(t, r)
-	l.await(t, "greeter")
+	discoverytest.Deregister(t, r)
+	l.Await(t, "greeter")
 	start := time.Now()
 	_, err := call(context.Background(), cc)
 	for err == nil && time.Since(start) < 10*time.Second { // the channel catches up with the list
@@ -288,16 +185,14 @@ func TestEmptyListFailsFastNamingTheService(t *testing.T) {
 }
 
 func TestPrefixOfAnotherServiceIsNotRead(t *testing.T) {
-	srv := etcdtest.Start(t)
-	c := srv.Client()
-	l := newLists()
-	registerBackend(t, c, "hello", startBackend(t, "h"))
-	registerBackend(t, c, "helloworld", startBackend(t, "hw"))
+	_, c, l := start(t)
+	registerBackend(t, c, "hello", "h")
+	registerBackend(t, c, "helloworld", "hw")
 	b := newBuilder(t, c, l)
 	dial(t, b, "helloworld")
 	cc := dial(t, b, "hello")
-	l.await(t, "hello", "h")
-	l.await(t, "helloworld", "hw")
+	l.Await(t, "hello", "h")
+	l.Await(t, "helloworld", "hw")
 	awaitSpread(t, cc, "h")
 	if got := spread(t, cc, 6); got["h"] != 6 {
 		t.Errorf("calls to hello reached %v, want only h", got)
@@ -305,10 +200,8 @@ func TestPrefixOfAnotherServiceIsNotRead(t *testing.T) {
 }
 
 func TestInvalidValuesAreSkippedNotFatal(t *testing.T) {
-	srv := etcdtest.Start(t)
-	c := srv.Client()
-	l := newLists()
-	registerBackend(t, c, "greeter", startBackend(t, "good"))
+	_, c, l := start(t)
+	registerBackend(t, c, "greeter", "good")
 	bad := map[string]string{
 		"not-json":       "hello",
 		"empty":          "",
@@ -332,14 +225,14 @@ func TestInvalidValuesAreSkippedNotFatal(t *testing.T) {
 		t.Fatal(err)
 	}
 	cc := dial(t, newBuilder(t, c, l), "greeter")
-	l.await(t, "greeter", "good", "wrong-metadata")
+	l.Await(t, "greeter", "good", "wrong-metadata")
 	awaitOK(t, cc)
 
 	// A valid instance whose value turns bad is dropped; others stay.
 	if _, err := c.Put(context.Background(), "rollcall/greeter/wrong-metadata", "{"); err != nil {
 		t.Fatal(err)
 	}
-	l.await(t, "greeter", "good")
+	l.Await(t, "greeter", "good")
 }
 
 func awaitOK(t *testing.T, cc *grpc.ClientConn) {
@@ -355,9 +248,7 @@ func awaitOK(t *testing.T, cc *grpc.ClientConn) {
 }
 
 func TestThousandInstancesAtOnce(t *testing.T) {
-	srv := etcdtest.Start(t)
-	c := srv.Client()
-	l := newLists()
+	_, c, l := start(t)
 	want := make([]string, 1000)
 	ops := make([]clientv3.Op, 0, 100)
 	for i := range want {
@@ -375,7 +266,7 @@ func TestThousandInstancesAtOnce(t *testing.T) {
 		}
 	}
 	dial(t, newBuilder(t, c, l), "big")
-	l.await(t, "big", want...)
+	l.Await(t, "big", want...)
 }
 
 // etcd's own resolver reads what rollcall writes.
@@ -383,7 +274,7 @@ func TestEtcdNamingResolverReadsRegistrations(t *testing.T) {
 	srv := etcdtest.Start(t)
 	c := srv.Client()
 	for _, id := range []string{"a", "b"} {
-		registerBackend(t, c, "greeter", startBackend(t, id))
+		registerBackend(t, c, "greeter", id)
 	}
 	etcdBuilder, err := etcdnaming.NewBuilder(c)
 	if err != nil {
@@ -392,7 +283,7 @@ func TestEtcdNamingResolverReadsRegistrations(t *testing.T) {
 	cc, err := grpc.NewClient("etcd:///rollcall/greeter",
 		grpc.WithResolvers(etcdBuilder),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultServiceConfig(roundRobin))
+		grpc.WithDefaultServiceConfig(discoverytest.RoundRobin))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -424,7 +315,7 @@ func TestNewBuilderRejectsBadInput(t *testing.T) {
 
 func TestBadServiceNameFailsCallsNamingIt(t *testing.T) {
 	srv := etcdtest.Start(t)
-	b := newBuilder(t, srv.Client(), newLists())
+	b := newBuilder(t, srv.Client(), discoverytest.NewLists())
 	cc := dial(t, b, "a/b")
 	_, err := call(context.Background(), cc)
 	if err == nil || !strings.Contains(err.Error(), `invalid service name "a/b"`) {

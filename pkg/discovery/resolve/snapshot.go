@@ -4,9 +4,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/rollcall/rollcall/pkg/discovery"
@@ -114,4 +117,44 @@ func (s *snapshots) load(namespace, service string, now time.Time) ([]discovery.
 		}
 	}
 	return list, f.Written, nil
+}
+
+// startFromSnapshot publishes the saved list, when there is one young
+// enough, because etcd could not be read (err) before any list; it
+// reports whether it did. It reads the file once: a missing or unusable
+// one is not read again at every retry. etcd's list replaces it when etcd answers.
+func (w *serviceWatch) startFromSnapshot(err error) bool {
+	if w.snapshots == nil || w.snapshotTried {
+		return false
+	}
+	w.snapshotTried = true
+	list, written, lerr := w.snapshots.load(w.ns, w.service, time.Now())
+	if lerr != nil {
+		if !errors.Is(lerr, fs.ErrNotExist) {
+			w.log.Warn("etcd is unreachable and the snapshot of the list cannot be used", "err", lerr)
+		}
+		return false
+	}
+	slices.SortFunc(list, func(a, b discovery.Instance) int { return strings.Compare(a.ID, b.ID) })
+	w.log.Warn("etcd is unreachable: starting from the list saved before, until etcd answers",
+		"instances", len(list), "saved", written.Format(time.RFC3339), "age", time.Since(written).Round(time.Second), "err", err)
+	w.saved = list
+	w.publishList(list)
+	return true
+}
+
+// save writes list to the snapshot when it changed; a failure is logged
+// once until a write succeeds again.
+func (w *serviceWatch) save(list []discovery.Instance) {
+	if w.snapshots == nil || w.saved != nil && slices.EqualFunc(list, w.saved, func(a, b discovery.Instance) bool { return a.Equal(b) }) {
+		return
+	}
+	if err := w.snapshots.save(w.ns, w.service, list); err != nil {
+		if !w.saveErr {
+			w.log.Warn("cannot save the snapshot of the list", "err", err)
+		}
+		w.saveErr = true
+		return
+	}
+	w.saved, w.saveErr = list, false
 }

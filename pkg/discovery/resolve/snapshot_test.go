@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rollcall/rollcall/pkg/discovery/discoverytest"
 	"github.com/rollcall/rollcall/pkg/discovery/resolve"
 	"github.com/rollcall/rollcall/pkg/etcdtest"
 )
@@ -14,26 +15,23 @@ import (
 // A process that starts while etcd is down calls the instances of the
 // last list it saved, and follows etcd's list once etcd answers.
 func TestClientStartedWhileEtcdIsDownStartsFromTheSnapshot(t *testing.T) {
-	srv := etcdtest.Start(t)
+	srv, c, before := start(t)
 	dir := t.TempDir()
 	for _, id := range []string{"a", "b"} {
-		registerBackend(t, srv.Client(), "greeter", startBackend(t, id))
+		registerBackend(t, c, "greeter", id)
 	}
-	before := newLists()
-	cc := dial(t, newBuilder(t, srv.Client(), before, resolve.WithSnapshots(dir, 0)), "greeter")
+	cc := dial(t, newBuilder(t, c, before, resolve.WithSnapshots(dir, 0)), "greeter")
 	awaitSpread(t, cc, "a", "b")
 	cc.Close()
 
 	srv.Stop()
 	// A new process: its own client and resolver, etcd unreachable.
-	l := newLists()
-	restarted := dial(t, newBuilder(t, srv.Client(), l, resolve.WithSnapshots(dir, 0)), "greeter")
-	l.await(t, "greeter", "a", "b")
-	awaitSpread(t, restarted, "a", "b")
+	l := discoverytest.NewLists()
+	dialAndAwait(t, newBuilder(t, srv.Client(), l, resolve.WithSnapshots(dir, 0)), l, "a", "b")
 
 	srv.Start()
-	registerBackend(t, srv.Client(), "greeter", startBackend(t, "c"))
-	l.await(t, "greeter", "a", "b", "c")
+	registerBackend(t, srv.Client(), "greeter", "c")
+	l.Await(t, "greeter", "a", "b", "c")
 }
 
 // A snapshot older than its limit, or one that does not parse, is not
@@ -70,8 +68,8 @@ func TestUnusableSnapshotIsIgnored(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			srv := etcdtest.Start(t)
 			dir := t.TempDir()
-			registerBackend(t, srv.Client(), "greeter", startBackend(t, "a"))
-			first := newLists()
+			registerBackend(t, srv.Client(), "greeter", "a")
+			first := discoverytest.NewLists()
 			cc := dial(t, newBuilder(t, srv.Client(), first, resolve.WithSnapshots(dir, 0)), "greeter")
 			awaitSpread(t, cc, "a")
 			cc.Close()
@@ -82,16 +80,16 @@ func TestUnusableSnapshotIsIgnored(t *testing.T) {
 			tt.spoil(t, files[0])
 
 			srv.Stop()
-			l := newLists()
+			l := discoverytest.NewLists()
 			late := dial(t, newBuilder(t, srv.Client(), l, resolve.WithSnapshots(dir, 0)), "greeter")
 			if id, err := call(t.Context(), late); err == nil {
 				t.Errorf("call with etcd down and an unusable snapshot reached %s, want a failure", id)
 			}
-			if got := l.history("greeter"); len(got) != 0 {
+			if got := l.History("greeter"); len(got) != 0 {
 				t.Errorf("lists published from an unusable snapshot: %v", got)
 			}
 			srv.Start()
-			l.await(t, "greeter", "a")
+			l.Await(t, "greeter", "a")
 		})
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/rollcall/rollcall/pkg/discovery/discoverytest"
 	"github.com/rollcall/rollcall/pkg/discovery/resolve"
 	"github.com/rollcall/rollcall/pkg/etcdtest"
 )
@@ -37,7 +38,7 @@ func TestGarbageUnderThePrefixIsSkippedCheaply(t *testing.T) {
 	srv := etcdtest.Start(t)
 	c := srv.Client()
 	ctx := context.Background()
-	registerBackend(t, c, "greeter", startBackend(t, "good"))
+	registerBackend(t, c, "greeter", "good")
 
 	absurdLabels := make([]string, 1000)
 	for i := range absurdLabels {
@@ -72,14 +73,10 @@ func TestGarbageUnderThePrefixIsSkippedCheaply(t *testing.T) {
 	}
 
 	var warnings atomic.Int64
-	l := newLists()
-	b, err := resolve.NewBuilder(c, resolve.WithOnUpdate(l.record),
-		resolve.WithLogger(slog.New(countingHandler{slog.DiscardHandler, &warnings})))
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := discoverytest.NewLists()
+	b := newBuilder(t, c, l, resolve.WithLogger(slog.New(countingHandler{slog.DiscardHandler, &warnings})))
 	cc := dial(t, b, "greeter")
-	l.await(t, "greeter", "good")
+	l.Await(t, "greeter", "good")
 	awaitOK(t, cc)
 
 	// Garbage arriving through the watch changes nothing either, and a new
@@ -89,13 +86,13 @@ func TestGarbageUnderThePrefixIsSkippedCheaply(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	registerBackend(t, c, "greeter", startBackend(t, "good2"))
-	l.await(t, "greeter", "good", "good2")
+	registerBackend(t, c, "greeter", "good2")
+	l.Await(t, "greeter", "good", "good2")
 
 	if n := warnings.Load(); n > 20 {
 		t.Errorf("%d warnings logged for %d invalid values, want a few", n, keys+53)
 	}
-	for _, list := range l.history("greeter") {
+	for _, list := range l.History("greeter") {
 		if len(list) > 2 {
 			t.Fatalf("a list held garbage: %v", list)
 		}

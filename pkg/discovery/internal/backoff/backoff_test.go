@@ -2,13 +2,12 @@ package backoff
 
 import (
 	"testing"
-	"time"
 )
 
 // While etcd keeps failing, delays grow to Max and stay there, each
 // between half and all of its step, so that retries spread out.
 func TestDelaysGrowToMaxAndAreJittered(t *testing.T) {
-	b := Backoff{Base: 100 * time.Millisecond, Max: 8 * time.Second}
+	b := Default()
 	step := b.Base
 	for i := range 12 {
 		d := b.Next()

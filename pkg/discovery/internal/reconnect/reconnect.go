@@ -39,6 +39,19 @@ func Notify(ctx context.Context, conn Conn, ch chan<- struct{}) {
 	}
 }
 
+// Start runs Notify for conn on a goroutine until ctx ends. It returns
+// the channel Notify sends on, and wait, which returns once that goroutine
+// has: call it after ctx ends.
+func Start(ctx context.Context, conn Conn) (reconnected <-chan struct{}, wait func()) {
+	ch := make(chan struct{}, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Notify(ctx, conn, ch)
+	}()
+	return ch, func() { <-done }
+}
+
 // Drain empties ch, so that a reconnect a loop has already answered with
 // a successful call does not wake it again.
 func Drain(ch <-chan struct{}) {

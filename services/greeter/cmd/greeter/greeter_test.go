@@ -107,7 +107,7 @@ func startCluster(t *testing.T) *cluster {
 	for i := 1; i <= 3; i++ {
 		c.greeters = append(c.greeters, startGreeter(t, srv.Endpoint(), fmt.Sprintf("g%d", i)))
 	}
-	rb, err := resolve.NewBuilder(srv.Client(), resolve.WithOnUpdate(func(_ string, list []discovery.Instance) {
+	rb, err := resolve.NewBuilder(srv.Client(), resolve.WithObserver(resolve.UpdateFunc(func(_ string, list []discovery.Instance) {
 		ids := make([]string, len(list))
 		for i, inst := range list {
 			ids[i] = inst.ID
@@ -118,7 +118,7 @@ func startCluster(t *testing.T) *cluster {
 		close(c.changed)
 		c.changed = make(chan struct{})
 		c.mu.Unlock()
-	}))
+	})))
 	if err != nil {
 		t.Fatal(err)
 	}

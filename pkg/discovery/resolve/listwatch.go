@@ -4,12 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"math/rand/v2"
-	"slices"
-	"strings"
-	"sync"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -20,13 +16,9 @@ import (
 	"github.com/rollcall/rollcall/pkg/discovery/internal/reconnect"
 )
 
-// Timing of the list-and-watch loop.
+// Timing of the list-and-watch loop; lists that fail are retried with
+// backoff.Default.
 const (
-	minBackoff = 100 * time.Millisecond
-	// maxBackoff bounds the wait between lists while etcd answers with
-	// errors; while it is unreachable, its return (a reconnect) ends the
-	// wait sooner.
-	maxBackoff = 8 * time.Second
 	// reconnectSpread: the list a reconnect triggers waits a random part
 	// of it, so that every client that sees etcd return does not list in
 	// the same instant.
@@ -35,33 +27,22 @@ const (
 	// ResolveNow (it asks whenever a connection fails). The watch keeps
 	// the list current meanwhile.
 	minRelistInterval = 5 * time.Second
-	// historyLossGrace is how long instances are kept after etcd came back
-	// with an older history (wiped, replaced, restored from backup) without
-	// them: long enough for live instances to register again.
-	historyLossGrace = 10 * time.Second
-	callTimeout      = 5 * time.Second
+	callTimeout       = 5 * time.Second
 	// snapshotListTimeout bounds the first list of a resolver that has a
 	// snapshot to start from instead.
 	snapshotListTimeout = time.Second
 )
 
-// snapshot is one version of a service's instance list.
-type snapshot struct {
-	version   uint64
-	listed    bool                 // a list was published: from etcd, or a snapshot
-	instances []discovery.Instance // sorted by ID, one per address
-	err       error                // why no list could be read, while !listed
-}
-
 // serviceWatch lists and watches one service's prefix for every resolver
-// of that service.
+// of that service, and publishes what it reads to them.
 type serviceWatch struct {
+	*published
+
 	client   *clientv3.Client
 	service  string
 	prefix   string
 	ns       string
 	log      *slog.Logger
-	onUpdate func(string, []discovery.Instance)
 	observer Observer
 	refs     int // guarded by Builder.mu
 
@@ -73,28 +54,22 @@ type serviceWatch struct {
 	relist chan struct{}
 	cancel context.CancelFunc
 	done   chan struct{}
-
-	mu      sync.Mutex
-	snap    snapshot
-	changed chan struct{}
 }
 
 func startWatch(b *Builder, service string, known snapshot) *serviceWatch {
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &serviceWatch{
+		published: newPublished(known),
 		client:    b.client,
 		service:   service,
 		prefix:    discovery.Prefix(b.namespace, service),
 		ns:        b.namespace,
 		log:       b.log.With("service", service),
-		onUpdate:  b.onUpdate,
-		observer:  b.observer,
+		observer:  b.observers,
 		snapshots: b.snapshots,
 		relist:    make(chan struct{}, 1),
 		cancel:    cancel,
 		done:      make(chan struct{}),
-		snap:      known,
-		changed:   make(chan struct{}),
 	}
 	go w.run(ctx)
 	return w
@@ -103,29 +78,6 @@ func startWatch(b *Builder, service string, known snapshot) *serviceWatch {
 func (w *serviceWatch) stop() {
 	w.cancel()
 	<-w.done
-}
-
-// current returns the latest snapshot.
-func (w *serviceWatch) current() snapshot {
-	s, _ := w.watchSnapshot()
-	return s
-}
-
-// watchSnapshot returns the latest snapshot and a channel closed when the
-// next one is published.
-func (w *serviceWatch) watchSnapshot() (snapshot, <-chan struct{}) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.snap, w.changed
-}
-
-func (w *serviceWatch) publish(s snapshot) {
-	w.mu.Lock()
-	s.version = w.snap.version + 1
-	w.snap = s
-	close(w.changed)
-	w.changed = make(chan struct{})
-	w.mu.Unlock()
 }
 
 // requestRelist asks for a fresh list; requests are coalesced.
@@ -138,61 +90,25 @@ func (w *serviceWatch) requestRelist() {
 
 // state is what the loop knows of the prefix.
 type state struct {
-	byKey map[string]discovery.Instance
-	// carried holds instances kept through a loss of etcd's history
-	// until carryUntil.
-	carried    map[string]discovery.Instance
-	carryUntil time.Time
-	// rev is the highest etcd revision seen and cluster the cluster that
-	// answered, to notice a history loss.
-	rev     int64
-	cluster uint64
-	// invalid rate-limits the log lines about invalid values.
+	byKey   map[string]discovery.Instance
+	loss    historyLoss
 	invalid invalidLog
 }
 
-// Invalid values in etcd are logged at most maxInvalidLogs at once, then
-// invalidLogsPerSecond: a prefix full of garbage must not flood the log.
-// The rest are counted, and the count is logged after each list.
-const (
-	maxInvalidLogs       = 10
-	invalidLogsPerSecond = 0.1
-)
-
-type invalidLog struct {
-	tokens   float64
-	last     time.Time
-	unlogged int
-}
-
-// allow reports whether one more invalid value may be logged now.
-func (l *invalidLog) allow(now time.Time) bool {
-	if l.last.IsZero() {
-		l.tokens = maxInvalidLogs
-	} else {
-		l.tokens = min(maxInvalidLogs, l.tokens+now.Sub(l.last).Seconds()*invalidLogsPerSecond)
-	}
-	l.last = now
-	if l.tokens < 1 {
-		l.unlogged++
-		return false
-	}
-	l.tokens--
-	return true
+func newState() *state {
+	return &state{byKey: map[string]discovery.Instance{}, invalid: newInvalidLog()}
 }
 
 func (w *serviceWatch) run(ctx context.Context) {
 	defer close(w.done)
-	reconnected := make(chan struct{}, 1)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	wg.Go(func() { reconnect.Notify(ctx, w.client.ActiveConnection(), reconnected) })
+	reconnected, waitNotify := reconnect.Start(ctx, w.client.ActiveConnection())
+	defer waitNotify()
 
-	st := &state{byKey: map[string]discovery.Instance{}}
+	st := newState()
 	for _, inst := range w.current().instances {
 		st.byKey[w.prefix+inst.ID] = inst
 	}
-	bo := backoff.Backoff{Base: minBackoff, Max: maxBackoff}
+	bo := backoff.Default()
 	var lastList time.Time
 	for {
 		lastList = time.Now()
@@ -257,10 +173,7 @@ func (w *serviceWatch) list(ctx context.Context, st *state, timeout time.Duratio
 		}
 		if rev == 0 {
 			rev = resp.Header.Revision
-			if st.cluster != 0 && resp.Header.ClusterId != st.cluster {
-				st.rev = max(st.rev, rev+1) // another cluster: its history is not the one seen
-			}
-			st.cluster = resp.Header.ClusterId
+			st.loss.answered(rev, resp.Header.ClusterId)
 		}
 		for _, kv := range resp.Kvs {
 			if inst, ok := w.decode(st, kv); ok {
@@ -277,16 +190,10 @@ func (w *serviceWatch) list(ctx context.Context, st *state, timeout time.Duratio
 			"count", st.invalid.unlogged, "prefix", w.prefix)
 		st.invalid.unlogged = 0
 	}
-	if rev < st.rev {
-		// etcd's history went back: it was wiped or replaced. Instances it
-		// lost are alive and registering again; keep them meanwhile rather
-		// than pushing an empty list that fails every call.
+	if seen := st.loss.rev; st.loss.listed(rev, st.byKey) {
 		w.log.Warn("etcd came back with an older history; keeping known instances while they register again",
-			"revision", rev, "seen", st.rev, "grace", historyLossGrace)
-		st.carried = st.byKey
-		st.carryUntil = time.Now().Add(historyLossGrace)
+			"revision", rev, "seen", seen, "grace", historyLossGrace)
 	}
-	st.rev = rev
 	st.byKey = byKey
 	w.publishState(st)
 	return rev, nil
@@ -301,8 +208,7 @@ func (w *serviceWatch) watch(ctx context.Context, st *state, rev int64, lastList
 	defer cancel()
 	events := w.client.Watch(wctx, w.prefix, clientv3.WithPrefix(), clientv3.WithRev(rev))
 	var graceEnd, relistDue, relistSoon <-chan time.Time
-	if len(st.carried) > 0 {
-		t := time.NewTimer(time.Until(st.carryUntil))
+	if t := st.loss.graceTimer(); t != nil {
 		defer t.Stop()
 		graceEnd = t.C
 	}
@@ -333,7 +239,7 @@ func (w *serviceWatch) watch(ctx context.Context, st *state, rev int64, lastList
 			return errReconnected
 		case <-graceEnd:
 			graceEnd = nil
-			st.carried = nil
+			st.loss.endGrace()
 			w.publishState(st)
 		case resp, ok := <-events:
 			if !ok {
@@ -352,7 +258,7 @@ func (w *serviceWatch) watch(ctx context.Context, st *state, rev int64, lastList
 			for _, ev := range resp.Events {
 				w.apply(st, ev.Kv, ev.Type == clientv3.EventTypeDelete)
 			}
-			st.rev = max(st.rev, resp.Header.Revision)
+			st.loss.watched(resp.Header.Revision)
 			w.publishState(st)
 		}
 	}
@@ -378,46 +284,12 @@ func (w *serviceWatch) apply(st *state, kv *mvccpb.KeyValue, deleted bool) {
 func (w *serviceWatch) decode(st *state, kv *mvccpb.KeyValue) (discovery.Instance, bool) {
 	inst, err := discovery.Decode(w.ns, w.service, string(kv.Key), kv.Value)
 	if err != nil {
-		if st.invalid.allow(time.Now()) {
+		if st.invalid.allow() {
 			w.log.Warn("skipping an instance whose etcd value is invalid", "err", err)
 		}
 		return discovery.Instance{}, false
 	}
 	return inst, true
-}
-
-// publishState publishes st's instances, with carried ones still in grace,
-// sorted by ID and with one instance per address.
-func (w *serviceWatch) publishState(st *state) {
-	// Sort keys, not Instances: strings move cheaply, structs do not.
-	keys := make([]string, 0, len(st.byKey)+len(st.carried))
-	for key := range st.byKey {
-		keys = append(keys, key)
-	}
-	for key := range st.carried {
-		if _, ok := st.byKey[key]; !ok {
-			keys = append(keys, key)
-		}
-	}
-	slices.Sort(keys) // one prefix, so key order is ID order
-	seen := make(map[string]bool, len(keys))
-	list := make([]discovery.Instance, 0, len(keys))
-	for _, key := range keys {
-		inst, ok := st.byKey[key]
-		if !ok {
-			inst = st.carried[key]
-		}
-		if !seen[inst.Addr] {
-			seen[inst.Addr] = true
-			list = append(list, inst)
-		}
-	}
-	w.publish(snapshot{listed: true, instances: list})
-	w.save(list)
-	w.observer.ResolverUpdated(w.service, len(list))
-	if w.onUpdate != nil {
-		w.onUpdate(w.service, slices.Clone(list))
-	}
 }
 
 // sleepOr waits d, or until ctx ends or wake fires; it reports whether
@@ -432,48 +304,4 @@ func sleepOr(ctx context.Context, d time.Duration, wake <-chan struct{}) bool {
 	case <-t.C:
 	}
 	return true
-}
-
-// startFromSnapshot publishes the saved list, when there is one young
-// enough, because etcd could not be read (err) before any list; it
-// reports whether it did. It reads the file once: a missing or unusable
-// one is not read again at every retry. etcd's list replaces it when etcd answers.
-func (w *serviceWatch) startFromSnapshot(err error) bool {
-	if w.snapshots == nil || w.snapshotTried {
-		return false
-	}
-	w.snapshotTried = true
-	list, written, lerr := w.snapshots.load(w.ns, w.service, time.Now())
-	if lerr != nil {
-		if !errors.Is(lerr, fs.ErrNotExist) {
-			w.log.Warn("etcd is unreachable and the snapshot of the list cannot be used", "err", lerr)
-		}
-		return false
-	}
-	slices.SortFunc(list, func(a, b discovery.Instance) int { return strings.Compare(a.ID, b.ID) })
-	w.log.Warn("etcd is unreachable: starting from the list saved before, until etcd answers",
-		"instances", len(list), "saved", written.Format(time.RFC3339), "age", time.Since(written).Round(time.Second), "err", err)
-	w.saved = list
-	w.publish(snapshot{listed: true, instances: list})
-	w.observer.ResolverUpdated(w.service, len(list))
-	if w.onUpdate != nil {
-		w.onUpdate(w.service, slices.Clone(list))
-	}
-	return true
-}
-
-// save writes list to the snapshot when it changed; a failure is logged
-// once until a write succeeds again.
-func (w *serviceWatch) save(list []discovery.Instance) {
-	if w.snapshots == nil || w.saved != nil && slices.EqualFunc(list, w.saved, func(a, b discovery.Instance) bool { return a.Equal(b) }) {
-		return
-	}
-	if err := w.snapshots.save(w.ns, w.service, list); err != nil {
-		if !w.saveErr {
-			w.log.Warn("cannot save the snapshot of the list", "err", err)
-		}
-		w.saveErr = true
-		return
-	}
-	w.saved, w.saveErr = list, false
 }
