@@ -14,7 +14,7 @@ import (
 )
 
 // Image recipes and names. deployments/docker/<name>.Dockerfile builds the
-// image rollcall/<name>:dev; deployments.Image (deployments/images.go)
+// image rollcall/<name>:dev; deployments.Image (deployments/deployments.go)
 // applies the same rule for the manifest and Compose tests, so keep the
 // two in step.
 const (

@@ -2,111 +2,28 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 
 	"github.com/magefile/mage/mg"
-	"github.com/magefile/mage/sh"
 )
+
+// Gen regenerates protobuf code (buf) and wire injectors; running it twice changes nothing.
+func Gen() error {
+	if err := genProto(""); err != nil {
+		return err
+	}
+	return genWire()
+}
 
 // bufBin is where buildBuf puts buf. buf lives in its own module outside
 // go.work because it raises protobuf and grpc to pre-releases in any module
 // that requires it.
 const bufBin = "bin/buf"
-
-// workspaceModules lists the directories of the modules that go.work uses.
-func workspaceModules() ([]string, error) {
-	out, err := sh.Output("go", "work", "edit", "-json")
-	if err != nil {
-		return nil, fmt.Errorf("read go.work: %w", err)
-	}
-	var work struct{ Use []struct{ DiskPath string } }
-	if err := json.Unmarshal([]byte(out), &work); err != nil {
-		return nil, fmt.Errorf("parse go.work: %w", err)
-	}
-	dirs := make([]string, 0, len(work.Use))
-	for _, u := range work.Use {
-		dirs = append(dirs, filepath.Clean(u.DiskPath))
-	}
-	return dirs, nil
-}
-
-// hasPackages reports whether the module in dir has any Go package, so that
-// tools-only modules are skipped instead of warning "matched no packages".
-func hasPackages(dir string) (bool, error) {
-	out, err := goIn(dir, "list", "./...")
-	if err != nil {
-		return false, err
-	}
-	return strings.TrimSpace(out) != "", nil
-}
-
-// goIn runs the go command in dir and returns its standard output.
-func goIn(dir string, args ...string) (string, error) {
-	cmd := exec.Command("go", args...)
-	cmd.Dir = dir
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return "", fmt.Errorf("go %s in %s: %w\n%s", strings.Join(args, " "), dir, err, stderr.String())
-	}
-	return string(out), nil
-}
-
-// cmdIn returns a command to run in dir with its output on the terminal.
-func cmdIn(dir, name string, args ...string) *exec.Cmd {
-	if mg.Verbose() {
-		fmt.Printf("exec (in %s): %s %s\n", dir, name, strings.Join(args, " "))
-	}
-	cmd := exec.Command(name, args...)
-	cmd.Dir = dir
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	return cmd
-}
-
-// runIn runs a command in dir with its output on the terminal.
-func runIn(dir string, env []string, name string, args ...string) error {
-	cmd := cmdIn(dir, name, args...)
-	cmd.Env = append(os.Environ(), env...)
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("%s %s (in %s): %w", name, strings.Join(args, " "), dir, err)
-	}
-	return nil
-}
-
-// forEachModule calls fn for every workspace module that has Go packages.
-func forEachModule(fn func(dir string) error) error {
-	dirs, err := workspaceModules()
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, dir := range dirs {
-		ok, err := hasPackages(dir)
-		if err != nil {
-			return err
-		}
-		if ok {
-			errs = append(errs, fn(dir))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-func goTestAll() error {
-	return forEachModule(func(dir string) error {
-		// Every benchmark runs once too, so that none rots between full runs.
-		fmt.Printf("== go test -race -bench . -benchtime 1x %s\n", dir)
-		return runIn(dir, nil, "go", "test", "-race", "-bench", ".", "-benchtime", "1x", "./...")
-	})
-}
 
 // buildBuf builds buf from its pinned module; after the first build (about
 // two minutes on two cores) the Go build cache makes this a no-op.
@@ -119,27 +36,6 @@ func buildBuf() error {
 		return err
 	}
 	return runIn("tools/buf", []string{"GOWORK=off"}, "go", "build", "-o", abs, "github.com/bufbuild/buf/cmd/buf")
-}
-
-func lint() error {
-	var errs []error
-	errs = append(errs, forEachModule(func(dir string) error {
-		return runIn(dir, nil, "go", "vet", "./...")
-	}))
-	unformatted, err := sh.Output("gofmt", "-l", ".")
-	switch {
-	case err != nil:
-		errs = append(errs, fmt.Errorf("gofmt: %w", err))
-	case unformatted != "":
-		errs = append(errs, fmt.Errorf("gofmt would change:\n%s", unformatted))
-	}
-	bufAbs, err := filepath.Abs(bufBin)
-	if err != nil {
-		return err
-	}
-	errs = append(errs, runIn("api", nil, bufAbs, "lint"))
-	errs = append(errs, sh.RunV("go", "tool", "actionlint"))
-	return errors.Join(errs...)
 }
 
 // genProto runs buf generate in api/, into outDir when it is not empty (so
