@@ -31,29 +31,6 @@ func workspaceModules() ([]string, error) {
 	return dirs, nil
 }
 
-// hasPackages reports whether the module in dir has any Go package, so that
-// tools-only modules are skipped instead of warning "matched no packages".
-func hasPackages(dir string) (bool, error) {
-	out, err := goIn(dir, "list", "./...")
-	if err != nil {
-		return false, err
-	}
-	return strings.TrimSpace(out) != "", nil
-}
-
-// goIn runs the go command in dir and returns its standard output.
-func goIn(dir string, args ...string) (string, error) {
-	cmd := exec.Command("go", args...)
-	cmd.Dir = dir
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return "", fmt.Errorf("go %s in %s: %w\n%s", strings.Join(args, " "), dir, err, stderr.String())
-	}
-	return string(out), nil
-}
-
 // cmdIn returns a command to run in dir with its output on the terminal.
 func cmdIn(dir, name string, args ...string) *exec.Cmd {
 	if mg.Verbose() {
@@ -75,7 +52,8 @@ func runIn(dir string, env []string, name string, args ...string) error {
 	return nil
 }
 
-// forEachModule calls fn for every workspace module that has Go packages.
+// forEachModule calls fn for every workspace module that has Go packages:
+// tools-only modules are skipped instead of warning "matched no packages".
 func forEachModule(fn func(dir string) error) error {
 	dirs, err := workspaceModules()
 	if err != nil {
@@ -83,11 +61,15 @@ func forEachModule(fn func(dir string) error) error {
 	}
 	var errs []error
 	for _, dir := range dirs {
-		ok, err := hasPackages(dir)
+		list := exec.Command("go", "list", "./...")
+		list.Dir = dir
+		var stderr bytes.Buffer
+		list.Stderr = &stderr
+		out, err := list.Output()
 		if err != nil {
-			return err
+			return fmt.Errorf("go list ./... in %s: %w\n%s", dir, err, stderr.String())
 		}
-		if ok {
+		if strings.TrimSpace(string(out)) != "" {
 			errs = append(errs, fn(dir))
 		}
 	}

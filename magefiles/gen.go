@@ -17,7 +17,7 @@ func Gen() error {
 	if err := genProto(""); err != nil {
 		return err
 	}
-	return genWire()
+	return runWire("gen")
 }
 
 // bufBin is where buildBuf puts buf. buf lives in its own module outside
@@ -86,60 +86,35 @@ func wirePackages() (map[string][]string, error) {
 	return pkgs, nil
 }
 
-func genWire() error {
+// runWire runs `go tool wire <command>` on every module's injector packages.
+func runWire(command string) error {
 	pkgs, err := wirePackages()
 	if err != nil {
 		return err
 	}
+	var errs []error
 	for mod, list := range pkgs {
-		if err := runIn(mod, nil, "go", append([]string{"tool", "wire", "gen"}, list...)...); err != nil {
-			return err
+		if err := runIn(mod, nil, "go", append([]string{"tool", "wire", command}, list...)...); err != nil {
+			errs = append(errs, fmt.Errorf("wire %s in %s: %w", command, mod, err))
 		}
 	}
-	return nil
-}
-
-func checkGen() error {
-	tmp, err := os.MkdirTemp("", "rollcall-gen-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(tmp)
-	if err := genProto(tmp); err != nil {
-		return err
-	}
-	errs := []error{compareGenerated("api", tmp, ".pb.go")}
-	pkgs, err := wirePackages()
-	if err != nil {
-		return err
-	}
-	for mod, list := range pkgs {
-		if err := runIn(mod, nil, "go", append([]string{"tool", "wire", "diff"}, list...)...); err != nil {
-			errs = append(errs, fmt.Errorf("wire_gen.go in %s differs from what `mage gen` writes: %w", mod, err))
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("generated code is stale; run `go run mage.go gen` and commit: %w", err)
-	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // compareGenerated fails when the files ending in suffix under committed and
 // fresh differ in name or content.
 func compareGenerated(committed, fresh, suffix string) error {
-	a, err := readTree(committed, suffix)
-	if err != nil {
-		return err
-	}
-	b, err := readTree(fresh, suffix)
-	if err != nil {
+	a, errA := readTree(committed, suffix)
+	b, errB := readTree(fresh, suffix)
+	if err := errors.Join(errA, errB); err != nil {
 		return err
 	}
 	var errs []error
 	for name, content := range b {
-		if old, ok := a[name]; !ok {
+		switch old, ok := a[name]; {
+		case !ok:
 			errs = append(errs, fmt.Errorf("%s is not committed", filepath.Join(committed, name)))
-		} else if !bytes.Equal(old, content) {
+		case !bytes.Equal(old, content):
 			errs = append(errs, fmt.Errorf("%s differs from its generator's output", filepath.Join(committed, name)))
 		}
 	}

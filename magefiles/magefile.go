@@ -2,8 +2,7 @@
 // from the repository root to list them; every target runs from the root.
 package main
 
-// Each file holds one target or namespace and the helpers only it uses;
-// exec.go runs commands, and the local stack lives in pkg/localstack.
+// One target or namespace per file, with the helpers only it uses.
 
 import "fmt"
 

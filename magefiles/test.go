@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"os"
 
 	"github.com/magefile/mage/mg"
 )
@@ -16,7 +18,22 @@ type Check mg.Namespace
 
 // Gen fails when committed generated code (protobuf, wire) differs from what gen produces.
 func (Check) Gen() error {
-	return checkGen()
+	tmp, err := os.MkdirTemp("", "rollcall-gen-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	if err := genProto(tmp); err != nil {
+		return err
+	}
+	errs := []error{compareGenerated("api", tmp, ".pb.go")}
+	if err := runWire("diff"); err != nil {
+		errs = append(errs, fmt.Errorf("wire_gen.go differs from what `mage gen` writes: %w", err))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("generated code is stale; run `go run mage.go gen` and commit: %w", err)
+	}
+	return nil
 }
 
 // Tests runs every workspace module's Go tests with -race, and each of its benchmarks once.

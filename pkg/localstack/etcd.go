@@ -45,7 +45,9 @@ type EtcdMember struct {
 func (m *EtcdMember) Process() *Process { return m.proc }
 
 // StartEtcd starts etcd's members on free ports and waits until the
-// cluster answers a read, for at most 30 s.
+// cluster answers a read, for at most 30 s. Each member's process is named
+// after it and logs to its file. On error, the members already started
+// stay in the stack, for [Stack.Close] to stop.
 func (s *Stack) StartEtcd(ctx context.Context, cfg EtcdConfig) (*Etcd, error) {
 	if cfg.Members == 0 {
 		cfg.Members = 1

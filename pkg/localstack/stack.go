@@ -24,7 +24,8 @@ type Config struct {
 	// files. It is created if missing.
 	LogDir string
 	// Output receives each process's lines, prefixed "NAME      | ", and
-	// the stack's own lines ([Stack.Say]). Nil discards the stack's lines.
+	// the stack's own lines ([Stack.Say]). Nil: every process writes to
+	// its log file, and the stack's lines are dropped.
 	Output io.Writer
 	// LogFiles sends every process's output to its log file instead of
 	// Output.

@@ -19,9 +19,9 @@ import (
 // runDir holds what a local stack writes: etcd's data, PIDs, detached logs.
 const runDir = ".run"
 
-// stack is etcd, greeters and the client of `up` and the demos, each in its
-// own process group so that Ctrl-C reaches only mage, which then stops them
-// in order: client, greeters, etcd.
+// stack is etcd, greeters and the client of up and the demos, each in its
+// own process group so that Ctrl-C reaches only this command, which then
+// stops them in order: client, greeters, etcd.
 type stack struct {
 	*localstack.Stack
 	etcd     string // client endpoint, host:port
@@ -30,31 +30,8 @@ type stack struct {
 	tls      struct{ greeter, client []string } // each side's environment for mutual TLS
 }
 
-// buildBinaries builds etcd (pinned by the pkg module, the same version as
-// the client library), the greeter and the client into bin/.
-func buildBinaries() error {
-	if _, err := os.Stat("bin/etcd"); err != nil {
-		fmt.Println("building etcd, greeter and client (first run only: about two minutes on two cores)...")
-	} else {
-		fmt.Println("building greeter and client...")
-	}
-	abs, err := filepath.Abs("bin")
-	if err != nil {
-		return err
-	}
-	if err := runIn("pkg", nil, "go", "build", "-o", filepath.Join(abs, "etcd"), "go.etcd.io/etcd/server/v3"); err != nil {
-		return err
-	}
-	for _, svc := range []string{"greeter", "client"} {
-		if err := runIn("services/"+svc, nil, "go", "build", "-o", filepath.Join(abs, svc), "./cmd/"+svc); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// bringUp builds the binaries and starts etcd (unless ETCD_ENDPOINTS names
-// one) and n greeters, returning once every greeter is registered.
+// bringUp starts etcd (unless ETCD_ENDPOINTS names one) and n greeters,
+// returning once every greeter is registered.
 func bringUp(ctx context.Context, n int, detached bool) (s *stack, err error) {
 	ls, err := localstack.New(localstack.Config{LogDir: filepath.Join(runDir, "logs"), Output: os.Stdout, LogFiles: detached,
 		PIDFile: filepath.Join(runDir, "pids"), KillOnExit: !detached})
@@ -67,9 +44,6 @@ func bringUp(ctx context.Context, n int, detached bool) (s *stack, err error) {
 			s.stopAll()
 		}
 	}()
-	if err := buildBinaries(); err != nil {
-		return s, err
-	}
 	if ep := os.Getenv("ETCD_ENDPOINTS"); ep != "" {
 		first, _, _ := strings.Cut(ep, ",")
 		s.etcd = strings.TrimPrefix(strings.TrimPrefix(first, "http://"), "https://")
