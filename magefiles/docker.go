@@ -14,7 +14,7 @@ import (
 )
 
 // Image recipes and names. deployments/docker/<name>.Dockerfile builds the
-// image rollcall/<name>:dev; deployments.Image (deployments/images.go)
+// image rollcall/<name>:dev; deployments.Image (deployments/deployments.go)
 // applies the same rule for the manifest and Compose tests, so keep the
 // two in step.
 const (
@@ -47,12 +47,14 @@ func (Docker) Build() error {
 		return fmt.Errorf("ask the Docker engine its architecture: %w", err)
 	}
 	start := time.Now()
+	built := make([]string, 0, len(names))
 	for _, name := range names {
 		if err := buildImage(name, strings.TrimSpace(arch)); err != nil {
 			return err
 		}
+		built = append(built, imageName(name))
 	}
-	fmt.Printf("built %d images in %v: %s\n", len(names), time.Since(start).Round(time.Second), strings.Join(imageNames(names), ", "))
+	fmt.Printf("built %d images in %v: %s\n", len(names), time.Since(start).Round(time.Second), strings.Join(built, ", "))
 	return nil
 }
 
@@ -73,14 +75,6 @@ func imageRecipes() ([]string, error) {
 }
 
 func imageName(name string) string { return imageRepo + "/" + name + ":" + imageTag }
-
-func imageNames(names []string) []string {
-	out := make([]string, len(names))
-	for i, n := range names {
-		out[i] = imageName(n)
-	}
-	return out
-}
 
 // buildImage builds name's static binary into its build context, then the image.
 func buildImage(name, arch string) error {

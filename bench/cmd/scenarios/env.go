@@ -21,6 +21,7 @@ import (
 
 	greeterv1 "github.com/rollcall/rollcall/api/greeter/v1"
 	"github.com/rollcall/rollcall/pkg/discovery"
+	"github.com/rollcall/rollcall/pkg/localstack"
 )
 
 // env is one run's world: etcd, greeter processes of one stack, and a
@@ -28,9 +29,10 @@ import (
 type env struct {
 	st       stack
 	dir      string
-	etcd     *etcdCluster
+	procs    *localstack.Stack // every process of the run, logging to dir
+	etcd     *localstack.Etcd
 	cli      *clientv3.Client // the scenario's own view of etcd
-	greeters map[string]*proc
+	greeters map[string]*localstack.Process
 	order    []string
 	next     int
 	conn     *grpc.ClientConn
@@ -46,14 +48,17 @@ func setup(ctx context.Context, st stack, etcdBin string, etcdSize int, instance
 	if err != nil {
 		return nil, err
 	}
-	e := &env{st: st, dir: dir, greeters: map[string]*proc{}, obs: newObserver()}
+	e := &env{st: st, dir: dir, greeters: map[string]*localstack.Process{}, obs: newObserver()}
 	e.obs.countAttempts = countAttempts
-	e.etcd = newEtcdCluster(etcdBin, filepath.Join(dir, "data"), dir, etcdSize)
-	if err := e.etcd.start(ctx); err != nil {
+	if e.procs, err = localstack.New(localstack.Config{LogDir: dir, KillOnExit: true}); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	if e.etcd, err = e.procs.StartEtcd(ctx, localstack.EtcdConfig{Binary: etcdBin, DataDir: filepath.Join(dir, "data"), Members: etcdSize}); err != nil {
 		e.close()
 		return nil, err
 	}
-	if e.cli, err = discovery.NewEtcdClient(clientv3.Config{Endpoints: e.etcd.endpoints(), Logger: zap.NewNop()}); err != nil {
+	if e.cli, err = discovery.NewEtcdClient(clientv3.Config{Endpoints: e.etcd.Endpoints(), Logger: zap.NewNop()}); err != nil {
 		e.close()
 		return nil, err
 	}
@@ -111,22 +116,25 @@ func (e *env) awaitServed(ids ...string) error {
 func (e *env) startGreeter(extra ...string) (string, error) {
 	e.next++
 	id := fmt.Sprintf("g%d", e.next)
-	args := append(e.st.args(e.etcd.endpoints(), id), extra...)
-	p, err := startProc(e.dir, strings.ReplaceAll(e.st.name, "/", "-")+"-"+id, e.st.bin, args...)
+	args := append(e.st.args(e.etcd.Endpoints(), id), extra...)
+	c := localstack.Command{Name: strings.ReplaceAll(e.st.name, "/", "-") + "-" + id, Path: e.st.bin, Args: args}
+	if i := slices.Index(args, "-metrics-listen"); i >= 0 {
+		c.Metrics = args[i+1]
+	}
+	p, err := e.procs.Start(c)
 	if err != nil {
 		return "", err
-	}
-	if i := slices.Index(args, "-metrics-listen"); i >= 0 {
-		p.metrics = args[i+1]
 	}
 	e.greeters[id] = p
 	e.order = append(e.order, id)
 	return id, nil
 }
 
+// stopGreeter sends sig (SIGTERM or SIGKILL) and waits for the exit,
+// killing after 20 s.
 func (e *env) stopGreeter(id string, sig syscall.Signal) {
 	if p := e.greeters[id]; p != nil {
-		p.signal(sig)
+		p.Stop(sig, 20*time.Second)
 		delete(e.greeters, id)
 	}
 }
@@ -153,10 +161,10 @@ func (e *env) servedBy(id, what string) (int, error) {
 		pattern = `grpc_server_handled_total\{grpc_code="` + what + `",grpc_method="SayHello",[^}]*\} (\d+)`
 	}
 	p := e.greeters[id]
-	if p == nil || p.metrics == "" {
+	if p == nil || p.Metrics == "" {
 		return 0, nil
 	}
-	resp, err := http.Get("http://" + p.metrics + "/metrics")
+	resp, err := http.Get("http://" + p.Metrics + "/metrics")
 	if err != nil {
 		return 0, fmt.Errorf("metrics of %s: %w", id, err)
 	}
@@ -176,29 +184,13 @@ func (e *env) key(id string) string { return e.st.prefix("greeter") + id }
 // awaitKeys waits until every id has a key under a live lease, returning
 // when; it gives up after timeout.
 func (e *env) awaitKeys(ctx context.Context, ids []string, timeout time.Duration) (time.Time, error) {
-	deadline := time.Now().Add(timeout)
-	for {
-		rctx, cancel := context.WithTimeout(ctx, time.Second)
-		resp, err := e.cli.Get(rctx, e.st.prefix("greeter"), clientv3.WithPrefix())
-		cancel()
-		if err == nil {
-			have := map[string]bool{}
-			for _, kv := range resp.Kvs {
-				have[string(kv.Key)] = kv.Lease != 0
-			}
-			all := true
-			for _, id := range ids {
-				all = all && have[e.key(id)]
-			}
-			if all {
-				return time.Now(), nil
-			}
-		}
-		if time.Now().After(deadline) {
-			return time.Time{}, fmt.Errorf("instances %v not all registered after %v", ids, timeout)
-		}
-		time.Sleep(10 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	keys := make([]string, len(ids))
+	for i, id := range ids {
+		keys[i] = e.key(id)
 	}
+	return localstack.AwaitKeys(ctx, e.cli, keys...)
 }
 
 // addrOf reads the address id registered.
@@ -218,12 +210,9 @@ func (e *env) close() {
 	if e.conn != nil {
 		e.conn.Close()
 	}
-	for id := range e.greeters {
-		e.stopGreeter(id, syscall.SIGKILL)
-	}
 	if e.cli != nil {
 		e.cli.Close()
 	}
-	e.etcd.stop()
+	e.procs.Close() // every process it started, by PID
 	os.RemoveAll(e.dir)
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/rollcall/rollcall/pkg/discovery/register"
 	"github.com/rollcall/rollcall/pkg/discovery/resolve"
 	"github.com/rollcall/rollcall/pkg/etcdtest"
+	"github.com/rollcall/rollcall/pkg/localstack"
 )
 
 // herdSize is the herd scenario's load on etcd: registrations and
@@ -60,18 +61,22 @@ func runHerd(ctx context.Context, bin string, short bool, r *result) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	etcd := newEtcdCluster(filepath.Join(bin, "etcd"), filepath.Join(dir, "data"), dir, 1)
-	defer etcd.stop()
-	if err := etcd.start(ctx); err != nil {
+	procs, err := localstack.New(localstack.Config{LogDir: dir, KillOnExit: true})
+	if err != nil {
 		return err
 	}
-	member := etcd.members[0].client
+	defer procs.Close()
+	etcd, err := procs.StartEtcd(ctx, localstack.EtcdConfig{Binary: filepath.Join(bin, "etcd"), DataDir: filepath.Join(dir, "data")})
+	if err != nil {
+		return err
+	}
+	member := etcd.Members()[0].ClientAddr
 	proxy, err := etcdtest.ListenProxy(member)
 	if err != nil {
 		return err
 	}
 	defer proxy.Close()
-	cli, err := discovery.NewEtcdClient(clientv3.Config{Endpoints: etcd.endpoints(), Logger: zap.NewNop()})
+	cli, err := discovery.NewEtcdClient(clientv3.Config{Endpoints: etcd.Endpoints(), Logger: zap.NewNop()})
 	if err != nil {
 		return err
 	}
@@ -87,14 +92,13 @@ func runHerd(ctx context.Context, bin string, short bool, r *result) error {
 		if w < size.resolvers%size.workers {
 			resolvers++
 		}
-		p, err := startProc(dir, fmt.Sprintf("herd-%d", w), self, "-herd-worker",
-			"-herd-endpoint", proxy.Endpoint(), "-herd-first", fmt.Sprint(w*per),
+		_, err := procs.Start(localstack.Command{Name: fmt.Sprintf("herd-%d", w), Path: self, Args: []string{"-herd-worker",
+			"-herd-endpoint", proxy.Endpoint(), "-herd-first", fmt.Sprint(w * per),
 			"-herd-registrations", fmt.Sprint(per), "-herd-resolvers", fmt.Sprint(resolvers),
-			"-herd-ttl", size.ttl.String())
+			"-herd-ttl", size.ttl.String()}})
 		if err != nil {
 			return err
 		}
-		defer p.signal(syscall.SIGKILL)
 	}
 	prefix := discovery.Prefix(discovery.DefaultNamespace, herdService)
 	if _, err := awaitKeyCount(ctx, cli, prefix, per*size.workers, 30*time.Second); err != nil {

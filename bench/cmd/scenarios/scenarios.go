@@ -375,7 +375,7 @@ func runOutage(ctx context.Context, e *env, t timing, r *result) error {
 		return err
 	}
 	for _, id := range e.order {
-		e.greeters[id].cmd.Process.Signal(syscall.SIGUSR1)
+		e.greeters[id].Signal(syscall.SIGUSR1)
 	}
 	time.Sleep(5 * time.Second)
 	calls1 := l.started.Load()
@@ -384,7 +384,7 @@ func runOutage(ctx context.Context, e *env, t timing, r *result) error {
 		return err
 	}
 	for _, id := range e.order {
-		e.greeters[id].cmd.Process.Signal(syscall.SIGUSR2)
+		e.greeters[id].Signal(syscall.SIGUSR2)
 	}
 	time.Sleep(100 * time.Millisecond) // calls answered as the drill ended
 	l.stop()
@@ -463,7 +463,7 @@ func runHang(ctx context.Context, e *env, t timing, r *result) error {
 	p := e.greeters["g2"]
 	e.obs.watchTries(addr)
 	stopped := time.Now()
-	p.cmd.Process.Signal(syscall.SIGSTOP)
+	p.Signal(syscall.SIGSTOP)
 	hangFor := 8 * time.Second
 	if t == smoke {
 		hangFor = 3 * time.Second
@@ -472,7 +472,7 @@ func runHang(ctx context.Context, e *env, t timing, r *result) error {
 	duringCalls := l.rec.snapshot().calls
 	during := float64(duringCalls-midCalls) / time.Since(stopped).Seconds()
 	resumed := time.Now()
-	p.cmd.Process.Signal(syscall.SIGCONT)
+	p.Signal(syscall.SIGCONT)
 	back := l.rec.firstCallAfter("g2", resumed)
 	var backAfter time.Duration = -1
 	select {
@@ -618,19 +618,16 @@ func runEtcdOutage(ctx context.Context, e *env, t timing, r *result, wipe bool) 
 	ids := append([]string(nil), e.order...)
 	var back time.Time
 	err := underLoad(e, t, r, func() error {
-		m := e.etcd.members[0]
-		m.proc.signal(syscall.SIGKILL)
+		m := e.etcd.Members()[0]
+		m.Process().Stop(syscall.SIGKILL, 20*time.Second)
 		if wipe {
-			if err := os.RemoveAll(m.dir); err != nil {
+			if err := os.RemoveAll(m.DataDir); err != nil {
 				return err
 			}
 		} else {
 			time.Sleep(t.etcdDown)
 		}
-		if err := e.etcd.startMember(m); err != nil {
-			return err
-		}
-		if err := e.etcd.awaitHealthy(ctx); err != nil {
+		if err := e.etcd.Restart(ctx, m); err != nil {
 			return err
 		}
 		back = time.Now()
@@ -676,11 +673,11 @@ func runLeader(ctx context.Context, e *env, t timing, r *result) error {
 	err := underLoad(e, t, r, func() error {
 		lctx, lcancel := context.WithTimeout(ctx, 5*time.Second)
 		defer lcancel()
-		leader, err := e.etcd.leader(lctx, e.cli)
+		leader, err := e.etcd.Leader(lctx, e.cli)
 		if err != nil {
 			return err
 		}
-		leader.proc.signal(syscall.SIGKILL)
+		leader.Process().Stop(syscall.SIGKILL, 20*time.Second)
 		return nil
 	})
 	cancel()

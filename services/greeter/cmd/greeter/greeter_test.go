@@ -22,6 +22,7 @@ import (
 	"github.com/rollcall/rollcall/pkg/discovery"
 	"github.com/rollcall/rollcall/pkg/discovery/resolve"
 	"github.com/rollcall/rollcall/pkg/etcdtest"
+	"github.com/rollcall/rollcall/pkg/localstack"
 )
 
 // buildGreeter builds this command once per test binary.
@@ -57,35 +58,33 @@ var greeterEnvPrefixes = []string{"ETCD_", "OTEL_", "GREETER_", "INSTANCE_", "RE
 
 // greeter is one greeter process.
 type greeter struct {
-	id     string
-	cmd    *exec.Cmd
-	exited chan struct{}
-	err    error
+	id   string
+	proc *localstack.Process
 }
 
+// startGreeter starts a greeter process, killed when the test ends; its
+// log goes to the test's stderr with -v.
 func startGreeter(t *testing.T, etcd, id string, extra ...string) *greeter {
 	t.Helper()
 	bin, err := buildGreeter()
 	if err != nil {
 		t.Fatal(err)
 	}
-	args := append([]string{"-listen", "127.0.0.1:0", "-id", id, "-etcd-endpoints", etcd, "-log-format", "text"}, extra...)
-	cmd := exec.Command(bin, args...)
-	cmd.Env = cleanEnv()
-	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	cfg := localstack.Config{LogDir: t.TempDir(), KillOnExit: true}
 	if testing.Verbose() {
-		cmd.Stderr = os.Stderr
+		cfg.Output = os.Stderr
 	}
-	if err := cmd.Start(); err != nil {
+	s, err := localstack.New(cfg)
+	if err != nil {
 		t.Fatal(err)
 	}
-	g := &greeter{id: id, cmd: cmd, exited: make(chan struct{})}
-	go func() { g.err = cmd.Wait(); close(g.exited) }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-g.exited
-	})
-	return g
+	t.Cleanup(func() { s.Close() })
+	args := append([]string{"-listen", "127.0.0.1:0", "-id", id, "-etcd-endpoints", etcd, "-log-format", "text"}, extra...)
+	p, err := s.Start(localstack.Command{Name: id, Path: bin, Args: args, Env: cleanEnv()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &greeter{id: id, proc: p}
 }
 
 // cluster is etcd, three greeter processes and a client dialed the
@@ -280,16 +279,16 @@ func TestStoppingOneInstanceLosesNoCall(t *testing.T) {
 			l.awaitCalls(t, 3000)
 
 			victim := c.greeters[1]
-			victim.cmd.Process.Signal(tt.signal)
-			<-victim.exited
+			victim.proc.Signal(tt.signal)
+			exit := victim.proc.Wait()
 			if tt.signal == syscall.SIGTERM {
 				c.awaitList(t, "g1", "g3") // deregistered, not left to its lease
 			}
 			l.awaitCalls(t, 3000)
 			byID, failures := l.finish()
 
-			if tt.signal == syscall.SIGTERM && victim.err != nil {
-				t.Errorf("greeter exited with %v after SIGTERM, want status 0", victim.err)
+			if tt.signal == syscall.SIGTERM && exit != nil {
+				t.Errorf("greeter exited with %v after SIGTERM, want status 0", exit)
 			}
 			if len(failures) > 0 {
 				t.Errorf("%d calls failed, want 0; first: %s; lists %v", len(failures), failures[0], c.history)

@@ -1,0 +1,77 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"github.com/magefile/mage/mg"
+	"github.com/magefile/mage/sh"
+)
+
+// workspaceModules lists the directories of the modules that go.work uses.
+func workspaceModules() ([]string, error) {
+	out, err := sh.Output("go", "work", "edit", "-json")
+	if err != nil {
+		return nil, fmt.Errorf("read go.work: %w", err)
+	}
+	var work struct{ Use []struct{ DiskPath string } }
+	if err := json.Unmarshal([]byte(out), &work); err != nil {
+		return nil, fmt.Errorf("parse go.work: %w", err)
+	}
+	dirs := make([]string, 0, len(work.Use))
+	for _, u := range work.Use {
+		dirs = append(dirs, filepath.Clean(u.DiskPath))
+	}
+	return dirs, nil
+}
+
+// cmdIn returns a command to run in dir with its output on the terminal.
+func cmdIn(dir, name string, args ...string) *exec.Cmd {
+	if mg.Verbose() {
+		fmt.Printf("exec (in %s): %s %s\n", dir, name, strings.Join(args, " "))
+	}
+	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	return cmd
+}
+
+// runIn runs a command in dir with its output on the terminal.
+func runIn(dir string, env []string, name string, args ...string) error {
+	cmd := cmdIn(dir, name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s %s (in %s): %w", name, strings.Join(args, " "), dir, err)
+	}
+	return nil
+}
+
+// forEachModule calls fn for every workspace module that has Go packages:
+// tools-only modules are skipped instead of warning "matched no packages".
+func forEachModule(fn func(dir string) error) error {
+	dirs, err := workspaceModules()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, dir := range dirs {
+		list := exec.Command("go", "list", "./...")
+		list.Dir = dir
+		var stderr bytes.Buffer
+		list.Stderr = &stderr
+		out, err := list.Output()
+		if err != nil {
+			return fmt.Errorf("go list ./... in %s: %w\n%s", dir, err, stderr.String())
+		}
+		if strings.TrimSpace(string(out)) != "" {
+			errs = append(errs, fn(dir))
+		}
+	}
+	return errors.Join(errs...)
+}

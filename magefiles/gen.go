@@ -1,0 +1,143 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/magefile/mage/mg"
+)
+
+// Gen regenerates protobuf code (buf) and wire injectors; running it twice changes nothing.
+func Gen() error {
+	if err := genProto(""); err != nil {
+		return err
+	}
+	return runWire("gen")
+}
+
+// bufBin is where buildBuf puts buf. buf lives in its own module outside
+// go.work because it raises protobuf and grpc to pre-releases in any module
+// that requires it.
+const bufBin = "bin/buf"
+
+// buildBuf builds buf from its pinned module; after the first build (about
+// two minutes on two cores) the Go build cache makes this a no-op.
+func buildBuf() error {
+	if _, err := os.Stat(bufBin); err != nil {
+		fmt.Println("building buf (first run only, about two minutes)...")
+	}
+	abs, err := filepath.Abs(bufBin)
+	if err != nil {
+		return err
+	}
+	return runIn("tools/buf", []string{"GOWORK=off"}, "go", "build", "-o", abs, "github.com/bufbuild/buf/cmd/buf")
+}
+
+// genProto runs buf generate in api/, into outDir when it is not empty (so
+// that check:gen can compare without touching the tree).
+func genProto(outDir string) error {
+	mg.Deps(buildBuf)
+	bufAbs, err := filepath.Abs(bufBin)
+	if err != nil {
+		return err
+	}
+	args := []string{"generate"}
+	if outDir != "" {
+		args = append(args, "--output", outDir)
+	}
+	return runIn("api", nil, bufAbs, args...)
+}
+
+// wirePackages lists, per module, the packages that hold a wire injector
+// (a wire.go built only with the wireinject tag).
+func wirePackages() (map[string][]string, error) {
+	pkgs := map[string][]string{}
+	dirs, err := workspaceModules()
+	if err != nil {
+		return nil, err
+	}
+	for _, mod := range dirs {
+		err := filepath.WalkDir(mod, func(path string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() || d.Name() != "wire.go" {
+				return err
+			}
+			src, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			if bytes.Contains(src, []byte("//go:build wireinject")) {
+				rel, err := filepath.Rel(mod, filepath.Dir(path))
+				if err != nil {
+					return err
+				}
+				pkgs[mod] = append(pkgs[mod], "./"+filepath.ToSlash(rel))
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return pkgs, nil
+}
+
+// runWire runs `go tool wire <command>` on every module's injector packages.
+func runWire(command string) error {
+	pkgs, err := wirePackages()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for mod, list := range pkgs {
+		if err := runIn(mod, nil, "go", append([]string{"tool", "wire", command}, list...)...); err != nil {
+			errs = append(errs, fmt.Errorf("wire %s in %s: %w", command, mod, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// compareGenerated fails when the files ending in suffix under committed and
+// fresh differ in name or content.
+func compareGenerated(committed, fresh, suffix string) error {
+	a, errA := readTree(committed, suffix)
+	b, errB := readTree(fresh, suffix)
+	if err := errors.Join(errA, errB); err != nil {
+		return err
+	}
+	var errs []error
+	for name, content := range b {
+		switch old, ok := a[name]; {
+		case !ok:
+			errs = append(errs, fmt.Errorf("%s is not committed", filepath.Join(committed, name)))
+		case !bytes.Equal(old, content):
+			errs = append(errs, fmt.Errorf("%s differs from its generator's output", filepath.Join(committed, name)))
+		}
+	}
+	for name := range a {
+		if _, ok := b[name]; !ok {
+			errs = append(errs, fmt.Errorf("%s is no longer generated", filepath.Join(committed, name)))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func readTree(root, suffix string) (map[string][]byte, error) {
+	files := map[string][]byte{}
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(path, suffix) {
+			return err
+		}
+		rel, err := filepath.Rel(root, path)
+		if err != nil {
+			return err
+		}
+		files[rel], err = os.ReadFile(path)
+		return err
+	})
+	return files, err
+}
