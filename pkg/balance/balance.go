@@ -177,6 +177,7 @@ func (lb *loadAware) state(addr string) *addrState {
 // change), and forgets the address when the subchannel shuts down.
 func (lb *loadAware) NewSubConn(addrs []resolver.Address, opts balancer.NewSubConnOptions) (balancer.SubConn, error) {
 	if len(addrs) == 0 {
+		//lint:ignore SA1019 the children create their subchannels through this method; wrapping it is how the parent sees them
 		return lb.ClientConn.NewSubConn(addrs, opts)
 	}
 	addr := addrs[0].Addr
@@ -199,6 +200,7 @@ func (lb *loadAware) NewSubConn(addrs []resolver.Address, opts balancer.NewSubCo
 		}
 	}
 	var err error
+	//lint:ignore SA1019 as above
 	sc, err = lb.ClientConn.NewSubConn(addrs, opts)
 	return sc, err
 }

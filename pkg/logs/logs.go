@@ -35,7 +35,7 @@ func New(w io.Writer, level, format string) (*slog.Logger, error) {
 	}
 	opts := &slog.HandlerOptions{Level: lv}
 	switch {
-	case format == "text" || format == "auto" && isTerminal(w):
+	case format == "text" || format == "auto" && IsTerminal(w):
 		return slog.New(slog.NewTextHandler(w, opts)), nil
 	case format == "json" || format == "auto":
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
@@ -43,7 +43,9 @@ func New(w io.Writer, level, format string) (*slog.Logger, error) {
 	return nil, fmt.Errorf("invalid log format %q: want text, json or auto", format)
 }
 
-func isTerminal(w io.Writer) bool {
+// IsTerminal reports whether w is a terminal: such output is for a person,
+// not a program.
+func IsTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	if !ok {
 		return false

@@ -15,6 +15,7 @@ import (
 
 	"github.com/rollcall/rollcall/pkg/discovery"
 	"github.com/rollcall/rollcall/pkg/discovery/access"
+	"github.com/rollcall/rollcall/pkg/discovery/discoverytest"
 	"github.com/rollcall/rollcall/pkg/etcdtest"
 	"github.com/rollcall/rollcall/pkg/flagenv"
 	"github.com/rollcall/rollcall/pkg/liveness"
@@ -223,16 +224,10 @@ func TestNewRejectsBadConfig(t *testing.T) {
 // etcd has refused for a lease TTL (a role being edited is granted again
 // within it), and says why, instead of serving where no client can find it.
 func TestRunStopsWhenEtcdDeniesTheRegistration(t *testing.T) {
-	srv := etcdtest.Start(t)
+	shop := access.Service{Name: "shop"}
+	srv := discoverytest.StartWithAuth(t, shop, "secret", "root-secret")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	shop := access.Service{Name: "shop"}
-	if err := access.Apply(ctx, srv.Client(), shop, "secret"); err != nil {
-		t.Fatal(err)
-	}
-	if err := access.Enable(ctx, srv.Client(), "root-secret"); err != nil {
-		t.Fatal(err)
-	}
 	asShop, err := discovery.EtcdConfig{Endpoints: flagenv.List{srv.Endpoint()}, Username: shop.User(), Password: "secret"}.NewClient()
 	if err != nil {
 		t.Fatal(err)

@@ -297,7 +297,7 @@ func (t *Telemetry) ServerOptions() []grpc.ServerOption {
 // The metrics interceptors take gRPC's outermost slot
 // (grpc.WithUnaryInterceptor and grpc.WithStreamInterceptor), ahead of
 // every chained interceptor, so that they count calls as the program sees
-// them, not each attempt of package call's per-attempt timeouts. A later
+// them, not each attempt of package call's retries and hedges. A later
 // grpc.WithUnaryInterceptor would replace them; chain instead.
 func (t *Telemetry) DialOptions() []grpc.DialOption {
 	var opts []grpc.DialOption

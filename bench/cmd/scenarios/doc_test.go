@@ -60,7 +60,7 @@ func TestWriteDocRemakesTheCommittedDoc(t *testing.T) {
 
 func committedMachine(t *testing.T, doc string) machine {
 	t.Helper()
-	line := regexp.MustCompile("on ([0-9-]+): ([0-9]+) cores \\((.*)\\), (go[^ ]+)\\. Do not edit").FindStringSubmatch(doc)
+	line := regexp.MustCompile(`on ([0-9-]+): ([0-9]+) cores \((.*)\), (go[^ ]+)\. Do not edit`).FindStringSubmatch(doc)
 	if line == nil {
 		t.Fatalf("%s: no line saying where it ran", committedDoc)
 	}

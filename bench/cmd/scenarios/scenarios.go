@@ -369,22 +369,24 @@ func runServerCalls(ctx context.Context, e *env, t timing, r *result) error {
 func runOutage(ctx context.Context, e *env, t timing, r *result) error {
 	l := startLoad(e.client, 32, time.Second)
 	time.Sleep(t.warm)
-	calls0 := l.started.Load()
-	served0, err := e.served("started")
+	// drill sends sig to every instance and reads the calls begun and the
+	// calls the servers started, at that moment.
+	drill := func(sig syscall.Signal) (calls int64, served int, err error) {
+		calls = l.started.Load()
+		served, err = e.served("started")
+		for _, id := range e.order {
+			e.greeters[id].Signal(sig)
+		}
+		return calls, served, err
+	}
+	calls0, served0, err := drill(syscall.SIGUSR1)
 	if err != nil {
 		return err
-	}
-	for _, id := range e.order {
-		e.greeters[id].Signal(syscall.SIGUSR1)
 	}
 	time.Sleep(5 * time.Second)
-	calls1 := l.started.Load()
-	served1, err := e.served("started")
+	calls1, served1, err := drill(syscall.SIGUSR2)
 	if err != nil {
 		return err
-	}
-	for _, id := range e.order {
-		e.greeters[id].Signal(syscall.SIGUSR2)
 	}
 	time.Sleep(100 * time.Millisecond) // calls answered as the drill ended
 	l.stop()

@@ -150,17 +150,8 @@ func TestGrantsRejectBadNames(t *testing.T) {
 // password is "secret-greeter".
 func startWithGreeterUser(t *testing.T) (*etcdtest.Server, access.Service) {
 	t.Helper()
-	srv := etcdtest.Start(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	greeterSvc := access.Service{Name: "greeter"}
-	if err := access.Apply(ctx, srv.Client(), greeterSvc, "secret-greeter"); err != nil {
-		t.Fatal(err)
-	}
-	if err := access.Enable(ctx, srv.Client(), "secret-root"); err != nil {
-		t.Fatal(err)
-	}
-	return srv, greeterSvc
+	return discoverytest.StartWithAuth(t, greeterSvc, "secret-greeter", "secret-root"), greeterSvc
 }
 
 // A process with an etcd user that starts while etcd is down gets its

@@ -1,5 +1,5 @@
 // Package discoverytest holds what tests of discovery need again and
-// again: backends serving gRPC's health service on 127.0.0.1, kept
+// again: etcd with auth on, backends serving gRPC's health service on 127.0.0.1, kept
 // registered in etcd, a recorder of the lists a resolver publishes, and
 // channels dialed through the resolver. Tests of this workspace use it,
 // and so can tests of services copied from it. Everything it starts stops

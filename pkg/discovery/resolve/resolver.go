@@ -12,20 +12,14 @@ import (
 	"github.com/rollcall/rollcall/pkg/discovery"
 )
 
-// instanceKey is the attribute key under which each endpoint and address
-// carries its discovery.Instance.
+// instanceKey is the attribute key under which each endpoint carries its
+// discovery.Instance.
 type instanceKey struct{}
 
 // InstanceOf returns the instance an endpoint was resolved from, so that a
 // balancer can read its metadata (weight, zone, version, labels).
 func InstanceOf(ep resolver.Endpoint) (discovery.Instance, bool) {
 	inst, ok := ep.Attributes.Value(instanceKey{}).(discovery.Instance)
-	return inst, ok
-}
-
-// InstanceOfAddress is InstanceOf for balancers that read State.Addresses.
-func InstanceOfAddress(addr resolver.Address) (discovery.Instance, bool) {
-	inst, ok := addr.BalancerAttributes.Value(instanceKey{}).(discovery.Instance)
 	return inst, ok
 }
 
@@ -96,7 +90,7 @@ func stateOf(instances []discovery.Instance) resolver.State {
 			Addresses:  []resolver.Address{{Addr: inst.Addr}},
 			Attributes: attrs,
 		})
-		state.Addresses = append(state.Addresses, resolver.Address{Addr: inst.Addr, BalancerAttributes: attrs})
+		state.Addresses = append(state.Addresses, resolver.Address{Addr: inst.Addr})
 	}
 	return state
 }

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	greeterv1 "github.com/rollcall/rollcall/api/greeter/v1"
+	"github.com/rollcall/rollcall/pkg/logs"
 	"github.com/rollcall/rollcall/services/client/internal/config"
 	"github.com/rollcall/rollcall/services/client/internal/stats"
 	"github.com/rollcall/rollcall/services/client/internal/view"
@@ -51,7 +52,7 @@ func (c *Caller) Run(ctx context.Context) error {
 	mode := c.cfg.View
 	if mode == "auto" {
 		mode = "lines"
-		if isTerminal(c.out) {
+		if logs.IsTerminal(c.out) {
 			mode = "table"
 		}
 	}
@@ -153,13 +154,4 @@ func (c *Caller) show(ctx context.Context, mode string) {
 			view.Line(c.out, s)
 		}
 	}
-}
-
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
