@@ -215,12 +215,11 @@ func checkComposeServer(t *testing.T, where string, svc composeService, h binary
 // its lease expires, then reconnects it, and stops another greeter. No call
 // may fail, and every greeter that runs must be registered again.
 func TestCompose(t *testing.T) {
-	if os.Getenv("ROLLCALL_COMPOSE_TEST") != "1" {
-		t.Skip("needs a Docker engine and the images of `mage docker:build`: run `go run mage.go compose:test`")
-	}
-	cmd, err := composeCommand()
-	if err != nil {
-		t.Fatal(err)
+	// The compose CLI that `mage compose:test` found: `docker compose` or
+	// `docker-compose`.
+	cmd := strings.Fields(os.Getenv("ROLLCALL_COMPOSE"))
+	if len(cmd) == 0 {
+		t.Skip("needs a Docker engine, the images of `mage docker:build` and ROLLCALL_COMPOSE: run `go run mage.go compose:test`")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
@@ -385,18 +384,6 @@ func run(ctx context.Context, env []string, name string, args ...string) (string
 		return string(out), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
 	}
 	return string(out), nil
-}
-
-// composeCommand returns the compose CLI: `docker compose` when the plugin
-// answers, else `docker-compose`; magefiles/compose.go chooses the same way.
-func composeCommand() ([]string, error) {
-	if exec.Command("docker", "compose", "version").Run() == nil {
-		return []string{"docker", "compose"}, nil
-	}
-	if exec.Command("docker-compose", "version").Run() == nil {
-		return []string{"docker-compose"}, nil
-	}
-	return nil, errors.New("neither `docker compose` nor `docker-compose` answers")
 }
 
 // down removes everything the project made, even after a failure, and

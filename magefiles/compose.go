@@ -55,27 +55,26 @@ func (Compose) Test() error {
 		fmt.Printf("compose:test SKIPPED: %v\n", err)
 		return nil
 	}
-	if _, err := composeCommand(); err != nil {
+	compose, err := composeCommand()
+	if err != nil {
 		fmt.Printf("compose:test SKIPPED: %v\n", err)
 		return nil
 	}
 	mg.Deps(Docker.Build)
 	start := time.Now()
-	err := runIn("deployments", []string{"ROLLCALL_COMPOSE_TEST=1"},
+	err = runIn("deployments", []string{"ROLLCALL_COMPOSE=" + strings.Join(compose, " ")},
 		"go", "test", "-count=1", "-v", "-timeout", "10m", "-run", "^TestCompose$", ".")
 	fmt.Printf("compose:test took %v\n", time.Since(start).Round(time.Second))
 	return err
 }
 
 // composeCommand returns the compose CLI: `docker compose` when the plugin
-// answers, else the standalone `docker-compose`. deployments/compose_test.go
-// chooses the same way.
+// answers, else the standalone `docker-compose`.
 func composeCommand() ([]string, error) {
-	if exec.Command("docker", "compose", "version").Run() == nil {
-		return []string{"docker", "compose"}, nil
-	}
-	if exec.Command("docker-compose", "version").Run() == nil {
-		return []string{"docker-compose"}, nil
+	for _, cli := range [][]string{{"docker", "compose"}, {"docker-compose"}} {
+		if exec.Command(cli[0], append(cli[1:], "version")...).Run() == nil {
+			return cli, nil
+		}
 	}
 	return nil, fmt.Errorf("neither `docker compose` nor `docker-compose` answers")
 }

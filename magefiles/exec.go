@@ -31,21 +31,15 @@ func workspaceModules() ([]string, error) {
 	return dirs, nil
 }
 
-// cmdIn returns a command to run in dir with its output on the terminal.
-func cmdIn(dir, name string, args ...string) *exec.Cmd {
+// runIn runs a command in dir, with env added to this process's
+// environment and its output on the terminal.
+func runIn(dir string, env []string, name string, args ...string) error {
 	if mg.Verbose() {
 		fmt.Printf("exec (in %s): %s %s\n", dir, name, strings.Join(args, " "))
 	}
 	cmd := exec.Command(name, args...)
-	cmd.Dir = dir
+	cmd.Dir, cmd.Env = dir, append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	return cmd
-}
-
-// runIn runs a command in dir with its output on the terminal.
-func runIn(dir string, env []string, name string, args ...string) error {
-	cmd := cmdIn(dir, name, args...)
-	cmd.Env = append(os.Environ(), env...)
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("%s %s (in %s): %w", name, strings.Join(args, " "), dir, err)
 	}

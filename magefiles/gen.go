@@ -53,37 +53,17 @@ func genProto(outDir string) error {
 	return runIn("api", nil, bufAbs, args...)
 }
 
-// wirePackages lists, per module, the packages that hold a wire injector
-// (a wire.go built only with the wireinject tag).
+// wirePackages lists, per service module, its packages that hold a wire
+// injector: cmd/NAME/wire.go, the layout every service shares.
 func wirePackages() (map[string][]string, error) {
+	files, err := filepath.Glob(filepath.Join("services", "*", "cmd", "*", "wire.go"))
 	pkgs := map[string][]string{}
-	dirs, err := workspaceModules()
-	if err != nil {
-		return nil, err
+	for _, f := range files {
+		cmd := filepath.Dir(f)
+		mod := filepath.Dir(filepath.Dir(cmd))
+		pkgs[mod] = append(pkgs[mod], "./cmd/"+filepath.Base(cmd))
 	}
-	for _, mod := range dirs {
-		err := filepath.WalkDir(mod, func(path string, d fs.DirEntry, err error) error {
-			if err != nil || d.IsDir() || d.Name() != "wire.go" {
-				return err
-			}
-			src, err := os.ReadFile(path)
-			if err != nil {
-				return err
-			}
-			if bytes.Contains(src, []byte("//go:build wireinject")) {
-				rel, err := filepath.Rel(mod, filepath.Dir(path))
-				if err != nil {
-					return err
-				}
-				pkgs[mod] = append(pkgs[mod], "./"+filepath.ToSlash(rel))
-			}
-			return nil
-		})
-		if err != nil {
-			return nil, err
-		}
-	}
-	return pkgs, nil
+	return pkgs, err
 }
 
 // runWire runs `go tool wire <command>` on every module's injector packages.

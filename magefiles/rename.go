@@ -12,6 +12,18 @@ import (
 	"golang.org/x/mod/modfile"
 )
 
+// Rename changes the module-path prefix of every module (for example to github.com/you/shop) and regenerates code.
+func Rename(newPrefix string) error {
+	old, err := modulePrefix()
+	if err != nil {
+		return err
+	}
+	if err := rename(old, newPrefix); err != nil {
+		return fmt.Errorf("rename %s to %s: %w", old, newPrefix, err)
+	}
+	return Gen()
+}
+
 // modulePrefix is the template's module-path prefix, read from the one place
 // that defines it: the path of the api module minus "/api".
 func modulePrefix() (string, error) {

@@ -5,9 +5,11 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -96,7 +98,10 @@ func TestOutputLinesArePrefixedWithTheProcessName(t *testing.T) {
 		t.Fatal(err)
 	}
 	select {
-	case <-seen:
+	case line := <-seen:
+		if line.Text != "second" {
+			t.Errorf("awaited line %q, want %q", line.Text, "second")
+		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the line with \"second\" was not seen")
 	}
@@ -149,6 +154,39 @@ func TestStopSignalsTheProcessGroupAndKillsAfterTimeout(t *testing.T) {
 	}
 	if took := time.Since(start); took < 500*time.Millisecond || took > 10*time.Second {
 		t.Errorf("Stop took %v; want the 500ms timeout, then SIGKILL", took)
+	}
+}
+
+// Pause returns once the process is stopped, as the kernel reports it,
+// and SIGCONT resumes it.
+func TestPauseReturnsOnceTheProcessIsStopped(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("reads the process state from /proc")
+	}
+	s := newStack(t, localstack.Config{Output: &syncBuffer{}})
+	p, err := s.Start(localstack.Command{Name: "sleeper", Path: "/bin/sleep", Args: []string{"60"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := func() string {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.PID()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// pid (comm) state ...
+		return strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))[0]
+	}
+	if err := p.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	if got := state(); got != "T" {
+		t.Errorf("state after Pause = %s, want T (stopped)", got)
+	}
+	if err := p.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	if !p.Running() {
+		t.Error("the process exited after SIGCONT")
 	}
 }
 

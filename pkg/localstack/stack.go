@@ -77,7 +77,13 @@ type Process struct {
 
 type lineWatcher struct {
 	name, text string
-	ch         chan time.Time
+	ch         chan Line
+}
+
+// Line is a line a process wrote, and when the stack read it.
+type Line struct {
+	At   time.Time
+	Text string
 }
 
 // New returns an empty stack; it fails with [ErrRunning] when cfg.PIDFile
@@ -162,7 +168,7 @@ func (s *Stack) notify(name, line string) {
 	kept := s.watchers[:0]
 	for _, w := range s.watchers {
 		if w.name == name && strings.Contains(line, w.text) {
-			w.ch <- time.Now()
+			w.ch <- Line{At: time.Now(), Text: line}
 			continue
 		}
 		kept = append(kept, w)
@@ -170,11 +176,11 @@ func (s *Stack) notify(name, line string) {
 	s.watchers = kept
 }
 
-// AwaitLine returns a channel that receives the time of the first line
-// from the process called name that contains text. Only output that goes
-// to Output is seen.
-func (s *Stack) AwaitLine(name, text string) <-chan time.Time {
-	w := &lineWatcher{name: name, text: text, ch: make(chan time.Time, 1)}
+// AwaitLine returns a channel that receives the first line from the
+// process called name that contains text, written after this call. Only
+// output that goes to Output is seen.
+func (s *Stack) AwaitLine(name, text string) <-chan Line {
+	w := &lineWatcher{name: name, text: text, ch: make(chan Line, 1)}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.watchers = append(s.watchers, w)

@@ -34,8 +34,8 @@ func scaleUp(ctx context.Context, s *stack) error {
 		return err
 	}
 	select {
-	case at := <-firstCall:
-		s.Say("first call answered by greeter-4 %v after its key appeared in etcd", at.Sub(registered).Round(time.Millisecond))
+	case line := <-firstCall:
+		s.Say("first call answered by greeter-4 %v after its key appeared in etcd", line.At.Sub(registered).Round(time.Millisecond))
 	case <-time.After(10 * time.Second):
 		return errors.New("greeter-4 answered no call within 10s of registering")
 	}

@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -56,21 +57,24 @@ func cleanEnv() []string {
 var greeterEnvPrefixes = []string{"ETCD_", "OTEL_", "GREETER_", "INSTANCE_", "REGISTER_", "DISCOVERY_", "TLS_", "METRICS_",
 	"LOG_", "LISTEN_ADDR", "ADVERTISE_ADDR", "SERVICE_NAME", "DRAIN_", "STOP_"}
 
-// greeter is one greeter process.
+// greeter is one greeter process, logging JSON, whose log records a test
+// can wait for.
 type greeter struct {
-	id   string
-	proc *localstack.Process
+	id    string
+	stack *localstack.Stack
+	proc  *localstack.Process
 }
 
-// startGreeter starts a greeter process, killed when the test ends; its
-// log goes to the test's stderr with -v.
-func startGreeter(t *testing.T, etcd, id string, extra ...string) *greeter {
+// startGreeter starts a greeter process on a free port and returns it with
+// its first log record whose msg is ready. The process is killed when the
+// test ends; its log goes to the test's stderr with -v.
+func startGreeter(t *testing.T, etcd, id, ready string, extra ...string) (*greeter, map[string]any) {
 	t.Helper()
 	bin, err := buildGreeter()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := localstack.Config{LogDir: t.TempDir(), KillOnExit: true}
+	cfg := localstack.Config{LogDir: t.TempDir(), KillOnExit: true, Output: io.Discard}
 	if testing.Verbose() {
 		cfg.Output = os.Stderr
 	}
@@ -79,13 +83,45 @@ func startGreeter(t *testing.T, etcd, id string, extra ...string) *greeter {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	args := append([]string{"-listen", "127.0.0.1:0", "-id", id, "-etcd-endpoints", etcd, "-log-format", "text"}, extra...)
-	p, err := s.Start(localstack.Command{Name: id, Path: bin, Args: args, Env: cleanEnv()})
-	if err != nil {
+	g := &greeter{id: id, stack: s}
+	first := s.AwaitLine(id, msgField(ready))
+	args := append([]string{"-listen", "127.0.0.1:0", "-id", id, "-etcd-endpoints", etcd, "-log-format", "json"}, extra...)
+	if g.proc, err = s.Start(localstack.Command{Name: id, Path: bin, Args: args, Env: cleanEnv()}); err != nil {
 		t.Fatal(err)
 	}
-	return &greeter{id: id, proc: p}
+	return g, g.record(t, first)
 }
+
+// signal sends sig to the greeter and returns its next log record whose
+// msg is msg.
+func (g *greeter) signal(t *testing.T, sig syscall.Signal, msg string) map[string]any {
+	t.Helper()
+	next := g.stack.AwaitLine(g.id, msgField(msg))
+	if err := g.proc.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+	return g.record(t, next)
+}
+
+// record decodes the log line that lines delivers, within 30 s.
+func (g *greeter) record(t *testing.T, lines <-chan localstack.Line) map[string]any {
+	t.Helper()
+	select {
+	case line := <-lines:
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line.Text), &rec); err != nil {
+			t.Fatalf("%s logged %q: %v", g.id, line.Text, err)
+		}
+		return rec
+	case <-g.proc.Done():
+		t.Fatalf("%s exited (%v) before logging the record awaited", g.id, g.proc.Wait())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s did not log the record awaited within 30s", g.id)
+	}
+	return nil
+}
+
+func msgField(msg string) string { return `"msg":"` + msg + `"` }
 
 // cluster is etcd, three greeter processes and a client dialed the
 // default way, with the resolver's lists observable.
@@ -104,7 +140,8 @@ func startCluster(t *testing.T) *cluster {
 	srv := etcdtest.Start(t)
 	c := &cluster{etcd: srv, changed: make(chan struct{})}
 	for i := 1; i <= 3; i++ {
-		c.greeters = append(c.greeters, startGreeter(t, srv.Endpoint(), fmt.Sprintf("g%d", i)))
+		g, _ := startGreeter(t, srv.Endpoint(), fmt.Sprintf("g%d", i), "registered in etcd")
+		c.greeters = append(c.greeters, g)
 	}
 	rb, err := resolve.NewBuilder(srv.Client(), resolve.WithObserver(resolve.UpdateFunc(func(_ string, list []discovery.Instance) {
 		ids := make([]string, len(list))

@@ -27,7 +27,7 @@ import (
 // that a test can count the calls the servers saw.
 type fleet struct {
 	etcd     *etcdtest.Server
-	greeters []*loggingGreeter
+	greeters []*greeter
 	metrics  []string // each greeter's metrics address
 	warmups  int      // calls dial made
 }
@@ -36,10 +36,10 @@ func startFleet(t *testing.T, n int, flags ...string) *fleet {
 	t.Helper()
 	f := &fleet{etcd: etcdtest.Start(t)}
 	for i := 1; i <= n; i++ {
-		g := startLoggingGreeter(t, append([]string{"-listen", "127.0.0.1:0", "-id", fmt.Sprintf("g%d", i),
-			"-etcd-endpoints", f.etcd.Endpoint(), "-metrics-listen", "127.0.0.1:0"}, flags...)...)
+		g, rec := startGreeter(t, f.etcd.Endpoint(), fmt.Sprintf("g%d", i), "serving metrics",
+			append([]string{"-metrics-listen", "127.0.0.1:0"}, flags...)...)
 		f.greeters = append(f.greeters, g)
-		f.metrics = append(f.metrics, g.await(t, "serving metrics", 1)["addr"].(string))
+		f.metrics = append(f.metrics, rec["addr"].(string))
 	}
 	return f
 }
@@ -147,8 +147,8 @@ func TestIdempotentCallTakingMostOfItsDeadlineSucceeds(t *testing.T) {
 // instance, long before the first would have answered.
 func TestHedgeIsAnsweredByAnotherInstance(t *testing.T) {
 	f := startFleet(t, 1, "-latency", "1h")
-	fast := startLoggingGreeter(t, "-listen", "127.0.0.1:0", "-id", "fast", "-etcd-endpoints", f.etcd.Endpoint())
-	fastAddr := fast.await(t, "registered in etcd", 1)["addr"].(string)
+	_, reg := startGreeter(t, f.etcd.Endpoint(), "fast", "registered in etcd")
+	fastAddr := reg["addr"].(string)
 	rb, err := resolve.NewBuilder(f.etcd.Client())
 	if err != nil {
 		t.Fatal(err)
@@ -234,12 +234,11 @@ func TestAttemptsOnAStalledInstanceMoveElsewhere(t *testing.T) {
 			t.Fatal("g2 never had 3 calls in flight")
 		}
 	}
-	stopped := f.greeters[1].cmd.Process
-	if err := stopped.Signal(syscall.SIGSTOP); err != nil {
+	stopped := f.greeters[1].proc
+	if err := stopped.Pause(); err != nil {
 		t.Fatal(err)
 	}
 	defer stopped.Signal(syscall.SIGCONT)
-	awaitStopped(t, stopped.Pid)
 	r := <-done
 	if r.codes[codes.OK] != 9 || r.byID["g2"] != 0 {
 		t.Errorf("9 calls, 3 of them caught on g2 by SIGSTOP, ended %v, answered by %v; want all OK, none by g2", r.codes, r.byID)
@@ -259,8 +258,7 @@ func TestOutageDoesNotMultiplyCalls(t *testing.T) {
 	rec := newRecorder()
 	client := f.dial(t, call.WithObserver(rec))
 	for _, g := range f.greeters {
-		g.cmd.Process.Signal(syscall.SIGUSR1)
-		g.await(t, "outage drill", 1)
+		g.signal(t, syscall.SIGUSR1, "outage drill")
 	}
 	before := f.served(t)
 	const calls = 300
@@ -278,8 +276,7 @@ func TestOutageDoesNotMultiplyCalls(t *testing.T) {
 		rec.mu.Unlock()
 	}
 	for _, g := range f.greeters {
-		g.cmd.Process.Signal(syscall.SIGUSR2)
-		g.await(t, "outage drill", 2)
+		g.signal(t, syscall.SIGUSR2, "outage drill")
 	}
 	if got, _ := callMany(client, 100, 8, 5*time.Second); got[codes.OK] != 100 {
 		t.Errorf("100 calls after the outage ended %v; want all OK", got)
@@ -304,25 +301,5 @@ func TestApplicationErrorsAreNotRetried(t *testing.T) {
 	}
 	if served := f.served(t) - before; served != calls {
 		t.Errorf("servers saw %d calls for %d client calls; want exactly one each", served, calls)
-	}
-}
-
-// awaitStopped waits until the child process pid reports it stopped: a
-// signal takes effect asynchronously.
-func awaitStopped(t *testing.T, pid int) {
-	t.Helper()
-	var ws syscall.WaitStatus
-	for {
-		_, err := syscall.Wait4(pid, &ws, syscall.WUNTRACED, nil)
-		if err == syscall.EINTR {
-			continue
-		}
-		if err != nil {
-			t.Fatalf("wait for process %d to stop: %v", pid, err)
-		}
-		if !ws.Stopped() {
-			t.Fatalf("process %d did not stop: %v", pid, ws)
-		}
-		return
 	}
 }
