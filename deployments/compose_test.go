@@ -11,6 +11,7 @@ import (
 	"math"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -221,6 +222,13 @@ func TestCompose(t *testing.T) {
 	if len(cmd) == 0 {
 		t.Skip("needs a Docker engine, the images of `mage docker:build` and ROLLCALL_COMPOSE: run `go run mage.go compose:test`")
 	}
+	// Reading the images' IDs makes Go's test cache run this test again
+	// when an image changes.
+	ids, err := os.ReadFile(filepath.Join("..", "bin", "linux", "images.txt"))
+	if err != nil {
+		t.Fatalf("the images' IDs, which `go run mage.go docker:build` writes: %v", err)
+	}
+	t.Logf("images:\n%s", ids)
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	s := &stack{

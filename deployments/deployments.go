@@ -11,8 +11,7 @@ import (
 )
 
 // The image naming rule: docker/<name>.Dockerfile builds the image
-// rollcall/<name>:dev. `mage docker:build` (magefiles/docker.go) applies the
-// same rule; keep the two in step.
+// rollcall/<name>:dev (cmd/images, which `mage docker:build` runs).
 const (
 	ImageRepo = "rollcall"
 	ImageTag  = "dev"

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"maps"
 	"net"
 	"net/url"
@@ -63,6 +64,12 @@ func serviceHelp(t *testing.T, name string) (binaryHelp, bool) {
 	defer helpMu.Unlock()
 	if h, ok := helpCache[name]; ok {
 		return h, true
+	}
+	// The binary's flags come from the service's and pkg's code, which a
+	// child process compiles: reading it here makes Go's test cache run
+	// the test again when it changes.
+	for _, src := range []string{dir, filepath.Join(repoRoot, "pkg")} {
+		consultSources(t, src)
 	}
 	bin := filepath.Join(t.TempDir(), name)
 	build := exec.Command("go", "build", "-o", bin, "./cmd/"+name)
@@ -198,4 +205,19 @@ func splitHostPort(addr string) (string, int, error) {
 		return "", 0, fmt.Errorf("port of %q: %w", addr, err)
 	}
 	return host, n, nil
+}
+
+// consultSources reads every Go source and module file under dir.
+func consultSources(t *testing.T, dir string) {
+	t.Helper()
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !(strings.HasSuffix(path, ".go") || d.Name() == "go.mod" || d.Name() == "go.sum") {
+			return err
+		}
+		_, err = os.ReadFile(path)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }

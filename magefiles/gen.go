@@ -81,43 +81,36 @@ func runWire(command string) error {
 	return errors.Join(errs...)
 }
 
-// compareGenerated fails when the files ending in suffix under committed and
-// fresh differ in name or content.
+// compareGenerated fails when a file ending in suffix is under only one
+// of committed and fresh, or differs between them.
 func compareGenerated(committed, fresh, suffix string) error {
-	a, errA := readTree(committed, suffix)
-	b, errB := readTree(fresh, suffix)
-	if err := errors.Join(errA, errB); err != nil {
+	var errs []error
+	// The second walk looks only for files the first did not see.
+	compare := func(root, other, onlyHere string, contents bool) error {
+		return filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() || !strings.HasSuffix(path, suffix) {
+				return err
+			}
+			rel, err := filepath.Rel(root, path)
+			if err != nil {
+				return err
+			}
+			mine, err := os.ReadFile(path)
+			theirs, otherErr := os.ReadFile(filepath.Join(other, rel))
+			switch {
+			case otherErr != nil:
+				errs = append(errs, fmt.Errorf(onlyHere, filepath.Join(committed, rel)))
+			case contents && !bytes.Equal(mine, theirs):
+				errs = append(errs, fmt.Errorf("%s differs from its generator's output", filepath.Join(committed, rel)))
+			}
+			return err
+		})
+	}
+	if err := compare(fresh, committed, "%s is not committed", true); err != nil {
 		return err
 	}
-	var errs []error
-	for name, content := range b {
-		switch old, ok := a[name]; {
-		case !ok:
-			errs = append(errs, fmt.Errorf("%s is not committed", filepath.Join(committed, name)))
-		case !bytes.Equal(old, content):
-			errs = append(errs, fmt.Errorf("%s differs from its generator's output", filepath.Join(committed, name)))
-		}
-	}
-	for name := range a {
-		if _, ok := b[name]; !ok {
-			errs = append(errs, fmt.Errorf("%s is no longer generated", filepath.Join(committed, name)))
-		}
+	if err := compare(committed, fresh, "%s is no longer generated", false); err != nil {
+		return err
 	}
 	return errors.Join(errs...)
-}
-
-func readTree(root, suffix string) (map[string][]byte, error) {
-	files := map[string][]byte{}
-	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() || !strings.HasSuffix(path, suffix) {
-			return err
-		}
-		rel, err := filepath.Rel(root, path)
-		if err != nil {
-			return err
-		}
-		files[rel], err = os.ReadFile(path)
-		return err
-	})
-	return files, err
 }

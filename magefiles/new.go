@@ -40,11 +40,11 @@ func New(name string) error {
 		return err
 	}
 	// Its image recipe, so that docker:build builds it too.
-	recipe, err := os.ReadFile(filepath.Join(dockerDir, template+".Dockerfile"))
+	recipe, err := os.ReadFile(filepath.Join("deployments", "docker", template+".Dockerfile"))
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(dockerDir, name+".Dockerfile"), []byte(rename.Replace(string(recipe))), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join("deployments", "docker", name+".Dockerfile"), []byte(rename.Replace(string(recipe))), 0o644); err != nil {
 		return err
 	}
 	if err := runIn(".", nil, "go", "work", "use", "./services/"+name); err != nil {

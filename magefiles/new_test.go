@@ -45,7 +45,8 @@ func TestNewService(t *testing.T) {
 }
 
 // copyRepo copies the files git tracks (as they are in the working tree)
-// and the built tools into a temporary directory.
+// and the built tools into a temporary directory. It reads them in this
+// process, so that Go's test cache runs the test again when any changes.
 func copyRepo(t *testing.T, root string) string {
 	t.Helper()
 	out, err := exec.Command("git", "-C", root, "ls-files", "--cached", "--others", "--exclude-standard").Output()
