@@ -11,23 +11,46 @@ import (
 	"github.com/rollcall/rollcall/pkg/discovery/resolve"
 )
 
-// Lists records, per service, the IDs of every list a resolver publishes,
-// so that a test awaits the list it expects instead of sleeping. Give it
-// to a Builder with resolve.WithObserver(l.Observer()).
+// Lists records, per service, the IDs of every list a resolver publishes
+// and the reasons its watch restarted, so that a test awaits the list it
+// expects instead of sleeping. Give it to a Builder with
+// resolve.WithObserver(l.Observer()).
 type Lists struct {
-	mu      sync.Mutex
-	seen    map[string][][]string // service -> lists of IDs, in order
-	changed chan struct{}         // closed at the next list
-	awaited map[string]int        // service -> lists AwaitLen has passed
+	mu       sync.Mutex
+	seen     map[string][][]string // service -> lists of IDs, in order
+	restarts map[string][]string   // service -> reasons, in order
+	changed  chan struct{}         // closed at the next list
+	awaited  map[string]int        // service -> lists AwaitLen has passed
 }
 
 // NewLists returns an empty recorder.
 func NewLists() *Lists {
-	return &Lists{seen: map[string][][]string{}, changed: make(chan struct{}), awaited: map[string]int{}}
+	return &Lists{seen: map[string][][]string{}, restarts: map[string][]string{}, changed: make(chan struct{}), awaited: map[string]int{}}
 }
 
 // Observer returns the resolve.Observer that records into l.
-func (l *Lists) Observer() resolve.Observer { return resolve.UpdateFunc(l.record) }
+func (l *Lists) Observer() resolve.Observer { return listsObserver{l} }
+
+type listsObserver struct{ *Lists }
+
+func (o listsObserver) ResolverUpdated(service string, instances []discovery.Instance) {
+	o.record(service, instances)
+}
+
+func (o listsObserver) WatchRestarted(service, reason string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.restarts[service] = append(o.restarts[service], reason)
+}
+
+func (listsObserver) ResolverEtcdError(string, string, error) {}
+
+// Restarts returns the reasons the watch of service restarted, in order.
+func (l *Lists) Restarts(service string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.restarts[service])
+}
 
 func (l *Lists) record(service string, instances []discovery.Instance) {
 	ids := make([]string, len(instances))

@@ -4,12 +4,12 @@ import (
 	"context"
 	"slices"
 	"testing"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/rollcall/rollcall/pkg/discovery"
 	"github.com/rollcall/rollcall/pkg/discovery/discoverytest"
-	"github.com/rollcall/rollcall/pkg/etcdtest"
 )
 
 // While etcd is down the resolver keeps the last list, calls go on, and
@@ -62,26 +62,34 @@ func TestEtcdWipedKeepsInstancesWhileTheyRegisterAgain(t *testing.T) {
 	assertNeverEmpty(t, l, "greeter")
 }
 
-// A watch that resumes after its history was compacted lists again: no
-// update made while the client was cut off is lost.
-func TestCompactionWhileCutOff(t *testing.T) {
-	srv := etcdtest.Start(t)
-	writer := srv.Client()
-	proxy := etcdtest.NewProxy(t, srv)
-	l := discoverytest.NewLists()
+// A watch whose start revision was compacted lists again, for that
+// reason, and loses no update: etcd changes, then compacts, between the
+// resolver's list and its watch.
+func TestCompactionBeforeTheWatchListsAgain(t *testing.T) {
+	srv, writer, l := start(t)
+	reader := srv.Client()
+	gate := discoverytest.GateWatches(reader)
 	ra := registerBackend(t, writer, "greeter", "a")
 	registerBackend(t, writer, "greeter", "b")
-	cc := dial(t, newBuilder(t, proxy.Client(), l), "greeter")
+	awaitKeys(t, writer, "rollcall/greeter/", "rollcall/greeter/a", "rollcall/greeter/b")
+	cc := dial(t, newBuilder(t, reader, l), "greeter")
+	select {
+	case <-gate.Held():
+	case <-time.After(20 * time.Second):
+		t.Fatal("the resolver never watched")
+	}
 	l.Await(t, "greeter", "a", "b")
 
-	proxy.Cut()
 	discoverytest.Deregister(t, ra)
 	registerBackend(t, writer, "greeter", "c")
 	awaitKeys(t, writer, "rollcall/greeter/", "rollcall/greeter/b", "rollcall/greeter/c")
 	srv.Compact(context.Background())
-	proxy.Restore()
+	gate.Open()
 
 	awaitList(t, l, cc, "b", "c")
+	if got := l.Restarts("greeter"); !slices.Contains(got, "compacted") {
+		t.Errorf("watch restarts %q, want one for compaction", got)
+	}
 }
 
 // A key deleted by hand comes back: the registration writes it again and
