@@ -3,12 +3,16 @@ package call_test
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/grpclog"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
@@ -21,8 +25,57 @@ import (
 	"github.com/rollcall/rollcall/pkg/etcdtest"
 )
 
+// grpcInfo holds gRPC's own log lines, where a server says why it
+// refused a connection.
+var grpcInfo = newLogLines()
+
 func TestMain(m *testing.M) {
+	grpclog.SetLoggerV2(grpclog.NewLoggerV2(grpcInfo, io.Discard, io.Discard))
 	etcdtest.VerifyTestMain(m)
+}
+
+// logLines is a log sink that a test can wait on for a line.
+type logLines struct {
+	mu      sync.Mutex
+	text    strings.Builder
+	changed chan struct{}
+}
+
+func newLogLines() *logLines { return &logLines{changed: make(chan struct{})} }
+
+func (l *logLines) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.text.Write(p)
+	close(l.changed)
+	l.changed = make(chan struct{})
+	return len(p), nil
+}
+
+// mark is where the log ends now, for await.
+func (l *logLines) mark() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.text.Len()
+}
+
+// await waits up to 10 s until the log after mark has text, and reports
+// whether it has.
+func (l *logLines) await(mark int, text string) bool {
+	timeout := time.After(10 * time.Second)
+	for {
+		l.mu.Lock()
+		found, changed := strings.Contains(l.text.String()[mark:], text), l.changed
+		l.mu.Unlock()
+		if found {
+			return true
+		}
+		select {
+		case <-changed:
+		case <-timeout:
+			return false
+		}
+	}
 }
 
 // The default service config names the policy and health-checks the

@@ -33,24 +33,28 @@ func TestTLS(t *testing.T) {
 		server  tlsfiles.Files // the greeter's, registered as "greeter"
 		client  tlsfiles.Files
 		wantErr string // empty: the call succeeds
+		// serverSays is why the server refused the connection, in its log.
+		serverSays string
 	}{
 		{"TLS", tlsfiles.Files{Cert: greeterCert.CertFile, Key: greeterCert.KeyFile},
-			tlsfiles.Files{CA: ca.CertFile}, ""},
+			tlsfiles.Files{CA: ca.CertFile}, "", ""},
 		{"certificate of another service", tlsfiles.Files{Cert: shopCert.CertFile, Key: shopCert.KeyFile},
-			tlsfiles.Files{CA: ca.CertFile}, "not greeter"},
+			tlsfiles.Files{CA: ca.CertFile}, "not greeter", ""},
 		{"server from an unknown CA", tlsfiles.Files{Cert: greeterCert.CertFile, Key: greeterCert.KeyFile},
-			tlsfiles.Files{CA: other.CertFile}, "unknown authority"},
+			tlsfiles.Files{CA: other.CertFile}, "unknown authority", ""},
 		{"plaintext client, TLS server", tlsfiles.Files{Cert: greeterCert.CertFile, Key: greeterCert.KeyFile},
-			tlsfiles.Files{}, "Unavailable"},
+			tlsfiles.Files{}, "Unavailable", "tls: first record does not look like a TLS handshake"},
 		{"mutual TLS", tlsfiles.Files{Cert: greeterCert.CertFile, Key: greeterCert.KeyFile, CA: ca.CertFile},
-			tlsfiles.Files{CA: ca.CertFile, Cert: clientCert.CertFile, Key: clientCert.KeyFile}, ""},
+			tlsfiles.Files{CA: ca.CertFile, Cert: clientCert.CertFile, Key: clientCert.KeyFile}, "", ""},
 		{"mutual TLS, client without certificate", tlsfiles.Files{Cert: greeterCert.CertFile, Key: greeterCert.KeyFile, CA: ca.CertFile},
-			tlsfiles.Files{CA: ca.CertFile}, "Unavailable"},
+			tlsfiles.Files{CA: ca.CertFile}, "Unavailable", "tls: client didn't provide a certificate"},
 		{"mutual TLS, client of another CA", tlsfiles.Files{Cert: greeterCert.CertFile, Key: greeterCert.KeyFile, CA: ca.CertFile},
-			tlsfiles.Files{CA: ca.CertFile, Cert: strangerCert.CertFile, Key: strangerCert.KeyFile}, "Unavailable"},
+			// A client offers only a certificate from a CA the server names.
+			tlsfiles.Files{CA: ca.CertFile, Cert: strangerCert.CertFile, Key: strangerCert.KeyFile}, "Unavailable", "tls: client didn't provide a certificate"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			quiet := slog.New(slog.DiscardHandler)
+			logMark := grpcInfo.mark()
 			s, err := serve.New(serve.Config{Listen: "127.0.0.1:0", Service: "greeter", ID: "g1", DrainDelay: -1, StopTimeout: time.Second,
 				TLS: tc.server}, srv.Client(), serve.WithLogger(quiet))
 			if err != nil {
@@ -94,6 +98,8 @@ func TestTLS(t *testing.T) {
 				t.Fatalf("error %v, want Unavailable", err)
 			case tc.wantErr != "" && !strings.Contains(err.Error(), tc.wantErr) && !strings.Contains(status.Code(err).String(), tc.wantErr):
 				t.Fatalf("error %v does not say %q", err, tc.wantErr)
+			case tc.serverSays != "" && !grpcInfo.await(logMark, tc.serverSays):
+				t.Fatalf("call refused (%v), but the server's log does not say %q", err, tc.serverSays)
 			}
 		})
 	}
