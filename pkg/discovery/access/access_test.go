@@ -8,6 +8,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/rollcall/rollcall/pkg/discovery"
 	"github.com/rollcall/rollcall/pkg/discovery/access"
@@ -106,6 +108,17 @@ func TestLeastPrivilege(t *testing.T) {
 	}
 	discoverytest.Dial(t, rb, "greeter", "")
 	lists.Await(t, "greeter", "g1")
+
+	// It may not read another service's instances: etcd refuses the list,
+	// and its calls say so.
+	shop := discoverytest.Dial(t, rb, "shop", "")
+	_, err = discoverytest.Call(context.Background(), shop, 5*time.Second)
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "permission denied") || !strings.Contains(err.Error(), "rollcall/shop/") {
+		t.Errorf("call to shop, which client may not resolve: %v; want UNAVAILABLE saying permission denied on rollcall/shop/", err)
+	}
+	if got := lists.History("shop"); len(got) != 0 {
+		t.Errorf("lists of shop published: %v; want none", got)
+	}
 }
 
 // awaitSettled waits until the registration is registered or denied.
