@@ -44,6 +44,61 @@ func TestNewService(t *testing.T) {
 	run(t, repo, nil, "go", "run", "mage.go", "check:gen")
 }
 
+// new refuses a bad name and an existing service before it writes
+// anything, naming what is wrong.
+func TestNewRefusesBadInput(t *testing.T) {
+	t.Chdir("..")
+	for _, tt := range []struct{ name, want string }{
+		{"Shop", `invalid service name "Shop"`},
+		{"1shop", `invalid service name "1shop"`},
+		{"shop-api", `invalid service name "shop-api"`},
+		{"", `invalid service name ""`},
+		{"greeter", "services/greeter already exists"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := New(tt.name); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("New(%q) = %v, want an error saying %s", tt.name, err, tt.want)
+			}
+		})
+	}
+	if out, err := exec.Command("git", "status", "--porcelain", "--", "services", "api", "go.work", "deployments").Output(); err != nil || len(out) > 0 {
+		t.Errorf("the tree changed (%v):\n%s", err, out)
+	}
+}
+
+// rename changes the module-path prefix everywhere: afterwards no source,
+// module or doc file names the old one, every module type-checks, and the
+// generated code is what gen writes.
+func TestRenameChangesEveryModulePath(t *testing.T) {
+	if testing.Short() {
+		t.Skip("copies the repository and builds every module")
+	}
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo := copyRepo(t, root)
+	t.Chdir(root)
+	old, err := modulePrefix()
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, repo, nil, "go", "run", "mage.go", "rename", "example.com/you/shop")
+	if out, err := exec.Command("grep", "-rl", "--include=*.go", "--include=*.mod", "--include=*.md", "--include=*.proto", old, repo).Output(); len(out) > 0 {
+		t.Errorf("files still name %s (%v):\n%s", old, err, out)
+	}
+	work, err := os.ReadFile(filepath.Join(repo, "go.work"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.SplitSeq(string(work), "\n") {
+		if dir, ok := strings.CutPrefix(strings.TrimSpace(line), "./"); ok && dir != "tools" { // tools: requirements only
+			run(t, filepath.Join(repo, dir), nil, "go", "vet", "./...") // type-checks every package and test
+		}
+	}
+	run(t, repo, nil, "go", "run", "mage.go", "check:gen")
+}
+
 // copyRepo copies the files git tracks (as they are in the working tree)
 // and the built tools into a temporary directory. It reads them in this
 // process, so that Go's test cache runs the test again when any changes.
