@@ -47,8 +47,9 @@ func (Compose) Down() error {
 // Test runs the Compose test (etcd leader killed, a greeter cut off from etcd, a greeter stopped: no call may fail), or says why it skips.
 //
 // It skips, with a message, when no Docker engine or compose tool
-// answers; otherwise it builds the images and runs TestCompose in the
-// deployments module, which cleans up every container and network it made.
+// answers; otherwise it builds the images and runs TestCompose and
+// TestComposeUpAndDown in the deployments module, which clean up every
+// container and network they made.
 func (Compose) Test() error {
 	if err := dockerAnswers(); err != nil {
 		fmt.Printf("compose:test SKIPPED: %v\n", err)
@@ -63,7 +64,7 @@ func (Compose) Test() error {
 	// Cacheable: the test reads the images' IDs, so Go runs it again when
 	// an image or the test changes, and only then.
 	return runIn("deployments", []string{"ROLLCALL_COMPOSE=" + strings.Join(compose, " ")},
-		"go", "test", "-v", "-timeout", "10m", "-run", "^TestCompose$", ".")
+		"go", "test", "-v", "-timeout", "15m", "-run", "^TestCompose", ".")
 }
 
 // composeCommand returns the compose CLI: `docker compose` when the plugin
