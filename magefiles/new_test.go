@@ -39,7 +39,7 @@ func TestNewService(t *testing.T) {
 		t.Errorf("go.work does not use ./services/shop:\n%s", work)
 	}
 	shop := filepath.Join(repo, "services/shop")
-	run(t, shop, nil, "go", "test", "./...")
+	run(t, shop, nil, "go", "test", "-timeout", "10m", "./...")
 	run(t, shop, []string{"GOWORK=off"}, "go", "build", "./...")
 	run(t, repo, nil, "go", "run", "mage.go", "check:gen")
 }

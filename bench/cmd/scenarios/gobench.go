@@ -27,7 +27,7 @@ func runGoBenchmarks(w io.Writer) (string, error) {
 	var out strings.Builder
 	var errs []error
 	for _, gb := range goBenchmarks {
-		args := append([]string{"test", "-run", "^$", "-bench", ".", "-benchtime", "2s"}, gb.pkgs...)
+		args := append([]string{"test", "-run", "^$", "-bench", ".", "-benchtime", "2s", "-timeout", "20m"}, gb.pkgs...)
 		fmt.Fprintf(&out, "$ cd %s && go %s\n", gb.dir, strings.Join(args, " "))
 		cmd := exec.Command("go", args...)
 		cmd.Dir = gb.dir
