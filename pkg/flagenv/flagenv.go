@@ -78,10 +78,12 @@ func (l *List) Set(value string) error {
 // Map is a flag.Value of comma-separated key=value pairs.
 type Map map[string]string
 
+// String lists the pairs sorted by key, so that a usage's default reads
+// the same on every run.
 func (m *Map) String() string {
 	parts := make([]string, 0, len(*m))
-	for k, v := range *m {
-		parts = append(parts, k+"="+v)
+	for _, k := range slices.Sorted(maps.Keys(*m)) {
+		parts = append(parts, k+"="+(*m)[k])
 	}
 	return strings.Join(parts, ",")
 }

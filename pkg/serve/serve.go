@@ -139,6 +139,9 @@ func (f drainDelayFlag) Set(value string) error {
 	if err != nil {
 		return err
 	}
+	if d < 0 {
+		return errors.New("want >= 0") // not a silent "no drain"
+	}
 	if d == 0 {
 		d = -1
 	}
@@ -157,7 +160,9 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("invalid listen address %q: port must be 0-65535", c.Listen))
 	}
 	if c.Advertise != "" {
-		errs = append(errs, discovery.ValidateAddr(c.Advertise))
+		if err := discovery.ValidateAddr(c.Advertise); err != nil {
+			errs = append(errs, fmt.Errorf("advertise: %w", err)) // name the flag, as the other errors do
+		}
 	}
 	errs = append(errs, discovery.ValidateService(c.Service), discovery.ValidateNamespace(c.Namespace))
 	if c.ID != "" {

@@ -81,7 +81,7 @@ func (c *Caller) once(parent context.Context) string {
 	start := time.Now()
 	resp, err := c.greeter.SayHello(ctx, &greeterv1.SayHelloRequest{Name: c.cfg.Name})
 	latency := time.Since(start)
-	if err != nil && parent.Err() != nil {
+	if err != nil && ended(parent) {
 		return "stopped" // the run ended mid-call: not the service's failure
 	}
 	if err != nil {
@@ -92,12 +92,24 @@ func (c *Caller) once(parent context.Context) string {
 	return fmt.Sprintf("%s  (%v)", resp.GetMessage(), latency.Round(time.Microsecond))
 }
 
+// ended reports whether ctx is done or past its deadline. A context's
+// timer fires a little after its deadline; gRPC fails calls with
+// DeadlineExceeded from the deadline on, and those are the end of the
+// run, not failures of the service.
+func ended(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	d, ok := ctx.Deadline()
+	return ok && !time.Now().Before(d)
+}
+
 func (c *Caller) demo(ctx context.Context, printEach bool) {
 	tick := time.NewTicker(time.Duration(float64(time.Second) / c.cfg.Rate))
 	defer tick.Stop()
 	for n := 1; ; n++ {
 		answer := c.once(ctx)
-		if ctx.Err() != nil {
+		if ended(ctx) {
 			return
 		}
 		line := fmt.Sprintf("call %d: %s", n, answer)
@@ -122,7 +134,7 @@ func (c *Caller) load(ctx context.Context) {
 	var wg sync.WaitGroup
 	for range c.cfg.Concurrency {
 		wg.Go(func() {
-			for ctx.Err() == nil {
+			for !ended(ctx) {
 				c.once(ctx)
 			}
 		})
