@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/magefile/mage/mg"
@@ -18,27 +19,49 @@ import (
 
 // Test runs every check CI runs: generated-code drift, lint, every module's tests with -race, the benchmark smoke, and the Compose test where a Docker engine answers.
 //
-// What passed before with the same inputs is not run again (Go's test
-// cache, and a record of the smoke's binaries in the user's cache
-// directory); it prints how long each step took.
+// The module tests, which mostly wait on processes and etcd, run beside
+// the steps that mostly compute (generated code, lint, the images); the
+// smoke and the Compose test follow. What passed before with the same
+// inputs is not run again (Go's test cache, and a record of the smoke's
+// binaries in the user's cache directory). It prints each step's time.
 func Test() error {
 	start := time.Now()
+	var mu sync.Mutex
 	var took []string
+	step := func(name string, run func() error) error {
+		stepStart := time.Now()
+		err := run()
+		mu.Lock()
+		took = append(took, fmt.Sprintf("%s %v", name, time.Since(stepStart).Round(time.Second)))
+		mu.Unlock()
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		return nil
+	}
 	defer func() {
 		fmt.Printf("test: %v in all: %s\n", time.Since(start).Round(time.Second), strings.Join(took, ", "))
 	}()
-	for _, step := range []struct {
-		name string
-		run  func() error
-	}{{"check:gen", Check{}.Gen}, {"lint", Lint}, {"check:tests", Check{}.Tests}, {"bench:smoke", Bench{}.Smoke}, {"compose:test", Compose{}.Test}} {
-		stepStart := time.Now()
-		err := step.run()
-		took = append(took, fmt.Sprintf("%s %v", step.name, time.Since(stepStart).Round(time.Second)))
-		if err != nil {
-			return fmt.Errorf("%s: %w", step.name, err)
+	var computeErr error
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		computeErr = step("check:gen", Check{}.Gen)
+		if computeErr == nil {
+			computeErr = step("lint", Lint)
 		}
+		if _, err := composeCommand(); computeErr == nil && err == nil && dockerAnswers() == nil {
+			computeErr = step("docker:build", Docker{}.Build)
+		}
+	})
+	testsErr := step("check:tests", Check{}.Tests)
+	wg.Wait()
+	if err := errors.Join(computeErr, testsErr); err != nil {
+		return err
 	}
-	return nil
+	if err := step("bench:smoke", Bench{}.Smoke); err != nil {
+		return err
+	}
+	return step("compose:test", Compose{}.Test)
 }
 
 // Check groups the checks that Test runs, for running one at a time.
