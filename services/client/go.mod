@@ -6,6 +6,7 @@ require (
 	github.com/rollcall/rollcall/api v0.0.0
 	github.com/rollcall/rollcall/pkg v0.0.0
 	go.etcd.io/etcd/client/v3 v3.7.3
+	go.uber.org/goleak v1.3.0
 	google.golang.org/grpc v1.85.0
 )
 
@@ -33,6 +34,7 @@ require (
 	go.opentelemetry.io/otel/trace v1.45.0 // indirect
 	go.opentelemetry.io/proto/otlp v1.11.0 // indirect
 	go.yaml.in/yaml/v2 v2.4.3 // indirect
+	golang.org/x/time v0.15.0 // indirect
 )
 
 require (
