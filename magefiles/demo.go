@@ -2,13 +2,13 @@ package main
 
 import "github.com/magefile/mage/mg"
 
-// Demo shows what discovery does when instances come and go, one command each.
+// Demo shows what discovery does when instances come and go, one command each: on the stack of a running up, else on one of its own.
 type Demo mg.Namespace
 
-// Kill kills -9 one greeter mid-demo: calls go on with no error, and its key leaves etcd within the TTL.
+// Kill kills -9 one greeter (greeter-2 on a fresh stack): calls go on with no error, and its key leaves etcd within the TTL.
 func (Demo) Kill() error { return demostack("kill") }
 
-// Scale starts a fourth greeter: it gets its share of calls within a second of registering.
+// Scale starts one more greeter: it gets its share of calls within a second of registering.
 func (Demo) Scale() error { return demostack("scale") }
 
 // Rolling replaces every greeter in turn (start the new one, then SIGTERM the old): no call fails.

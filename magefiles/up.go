@@ -3,10 +3,11 @@ package main
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 )
 
-// Up starts etcd, greeter instances (GREETERS, default 3) and the client demo; Ctrl-C stops them all.
+// Up starts etcd, greeter instances (GREETERS, default 3) and the client demo, with a live view on a terminal; q or Ctrl-C stops them all.
 //
 // ETCD_ENDPOINTS set: use that etcd instead of starting one (ETCD_USERNAME,
 // ETCD_PASSWORD, ETCD_CACERT... pass through to every process). TLS=1:
@@ -14,7 +15,7 @@ import (
 // DETACH=1: run in the background with logs in .run/logs; `down` stops it.
 func Up() error { return demostack("up") }
 
-// Down stops what a detached up left running, by the PIDs it recorded; data in .run stays.
+// Down stops the running stack (up in another terminal, or DETACH=1) through its supervisor; data in .run stays.
 func Down() error { return demostack("down") }
 
 // buildBinaries builds etcd (pinned by the pkg module, the same version as
@@ -47,8 +48,9 @@ func goBuild(dir, binary, pkg string) error {
 }
 
 // demostack runs pkg/localstack/cmd/demostack's command (up, down, kill,
-// scale, rolling) after building what it starts. It shares mage's process
-// group, so Ctrl-C reaches it, and it stops its stack.
+// scale, rolling) after building what it starts. It gets the terminal
+// (stdin too): its live view reads keys, Ctrl-C among them, which then
+// signals neither mage nor go run (they would exit with status 1).
 func demostack(command string) error {
 	if command != "down" {
 		if err := buildBinaries(); err != nil {
@@ -58,5 +60,7 @@ func demostack(command string) error {
 	if err := goBuild("pkg", "demostack", "./localstack/cmd/demostack"); err != nil {
 		return err
 	}
-	return runIn(".", nil, filepath.Join("bin", "demostack"), command)
+	cmd := exec.Command(filepath.Join("bin", "demostack"), command)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	return cmd.Run()
 }

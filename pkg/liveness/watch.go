@@ -31,6 +31,7 @@ type Watch struct {
 	// answers SERVICE_UNKNOWN once and then nothing).
 	beating atomic.Bool
 	last    atomic.Int64 // Now at the last heartbeat
+	status  atomic.Int32 // of the last heartbeat: a healthpb serving status
 	// overdueSeen: the timer found the heartbeat overdue, and not because
 	// the client itself was paused; cleared by the next heartbeat. Picks
 	// read it rather than the age alone, which a client's own pause
@@ -49,6 +50,21 @@ type Watch struct {
 func WatchSubConn(sc balancer.SubConn) *Watch {
 	p, _ := sc.GetOrBuildProducer(producer)
 	return p.(*Watch)
+}
+
+// WatchConn watches the heartbeat of the server at the other end of conn,
+// as a balancer does over a subchannel, for a tool that dials an instance
+// directly (a live view of instances). stop ends the watch and waits for
+// it.
+func WatchConn(conn grpc.ClientConnInterface) (w *Watch, stop func()) {
+	p, stop := producer.Build(conn)
+	return p.(*Watch), stop
+}
+
+// Status is the serving status the last heartbeat carried (UNKNOWN before
+// the first): NOT_SERVING once the server began to stop.
+func (w *Watch) Status() healthpb.HealthCheckResponse_ServingStatus {
+	return healthpb.HealthCheckResponse_ServingStatus(w.status.Load())
 }
 
 // SetListener makes w tell l of stalls and resumes.
@@ -96,6 +112,7 @@ func (w *Watch) run(ctx context.Context, client healthpb.HealthClient) {
 				}
 				now := Now()
 				prev := time.Duration(w.last.Swap(int64(now)))
+				w.status.Store(int32(resp.GetStatus()))
 				w.overdueSeen.Store(false)
 				if resp.GetStatus() != healthpb.HealthCheckResponse_SERVICE_UNKNOWN {
 					w.beating.Store(true)

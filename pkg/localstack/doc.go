@@ -4,11 +4,15 @@
 //
 // Every process runs in its own process group, so that a Ctrl-C at the
 // terminal reaches only the program that owns the [Stack], which then stops
-// them in the order it chooses, by PID. Their output goes, a line at a time
-// and prefixed with the process's name, to one writer, or each to its own
-// log file. A stack can record its PIDs in a file, so that another program
-// can stop it later ([StopPIDFile]) and a second stack refuses to start
-// over it. [AwaitKeys] and [AwaitKeysGone] wait for registrations through
-// an etcd client, [FreePort] finds a port and [MakeCerts] writes
-// throwaway certificates for mutual TLS.
+// them in the order it chooses, by PID; with [Config.KillOnExit] the kernel
+// kills them when that program dies, however it dies (Linux). Their output
+// goes, a line at a time and prefixed with the process's name, to one
+// writer, or each to its own log file; a [Command.Tap] reads a process's
+// lines first, to take a machine-readable feed out of them. A stack can
+// record its PIDs in a file, so that another program can stop it later
+// ([StopPIDFile]) and a second stack refuses to start over it, while a file
+// whose processes are all gone (its owner was killed) is removed.
+// [AwaitKeys] and [AwaitKeysGone] wait for registrations through an etcd
+// client, [FreePort] finds a port and [MakeCerts] writes throwaway
+// certificates for mutual TLS.
 package localstack

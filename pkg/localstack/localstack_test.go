@@ -340,3 +340,78 @@ func TestMakeCertsWritesUsablePairs(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// A PID file left by a stack whose owner was killed lists processes that
+// are gone: the next stack removes it and starts.
+func TestNewRemovesAStalePIDFile(t *testing.T) {
+	gone := exec.Command("/bin/true")
+	if err := gone.Run(); err != nil {
+		t.Fatal(err)
+	}
+	pids := filepath.Join(t.TempDir(), "pids")
+	if err := os.WriteFile(pids, fmt.Appendf(nil, "etcd %d\n", gone.Process.Pid), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	newStack(t, localstack.Config{PIDFile: pids})
+	if _, err := os.Stat(pids); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("stale PID file: %v, want it removed", err)
+	}
+}
+
+// Tap sees every line first; the lines it drops reach neither the output
+// nor AwaitLine.
+func TestTapDropsLinesFromOutput(t *testing.T) {
+	var out syncBuffer
+	s := newStack(t, localstack.Config{Output: &out})
+	var mu sync.Mutex
+	var tapped []string
+	seen := s.AwaitLine("feed", "data")
+	p, err := s.Start(localstack.Command{Name: "feed", Path: "/bin/sh", Args: []string{"-c", "echo {data}; echo data shown"},
+		Tap: func(line string) bool {
+			mu.Lock()
+			defer mu.Unlock()
+			tapped = append(tapped, line)
+			return !strings.HasPrefix(line, "{")
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-p.Done()
+	if line := <-seen; line.Text != "data shown" {
+		t.Errorf("AwaitLine saw %q, want the line kept", line.Text)
+	}
+	if got, want := out.String(), "feed      | data shown\n"; got != want {
+		t.Errorf("output %q, want %q", got, want)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if strings.Join(tapped, ",") != "{data},data shown" {
+		t.Errorf("tapped %q", tapped)
+	}
+}
+
+func TestExitSignalTellsAKillFromAnExit(t *testing.T) {
+	s := newStack(t, localstack.Config{Output: &syncBuffer{}})
+	sleeper, err := s.Start(localstack.Command{Name: "sleeper", Path: "/bin/sleep", Args: []string{"60"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	failing, err := s.Start(localstack.Command{Name: "failing", Path: "/bin/sh", Args: []string{"-c", "exit 3"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := sleeper.ExitSignal(); ok {
+		t.Error("ExitSignal of a running process: ok")
+	}
+	if err := sleeper.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-sleeper.Done()
+	if sig, ok := sleeper.ExitSignal(); !ok || sig != syscall.SIGKILL {
+		t.Errorf("ExitSignal after kill -9 = %v, %v; want SIGKILL, true", sig, ok)
+	}
+	<-failing.Done()
+	if sig, ok := failing.ExitSignal(); ok {
+		t.Errorf("ExitSignal after exit 3 = %v, true; want false", sig)
+	}
+}

@@ -14,8 +14,8 @@ import (
 	"time"
 )
 
-// ErrRunning is returned by [New] when its PID file names processes: a
-// stack already runs there.
+// ErrRunning is returned by [New] when its PID file names running
+// processes: a stack already runs there.
 var ErrRunning = errors.New("a stack is already running")
 
 // Config says where a [Stack] writes.
@@ -30,8 +30,10 @@ type Config struct {
 	// LogFiles sends every process's output to its log file instead of
 	// Output.
 	LogFiles bool
-	// PIDFile, when set, lists "NAME PID" for each process started; [New]
-	// refuses to start while it is not empty, and [Stack.Close] removes it.
+	// PIDFile, when set, lists "NAME PID" for each process running; [New]
+	// refuses to start while a process it lists runs, and [Stack.Close]
+	// removes it. A file left by an owner that could not remove it (killed
+	// with SIGKILL) lists only processes gone: New removes it.
 	PIDFile string
 	// KillOnExit has every process killed when this one exits, however it
 	// exits (Linux only): a process in its own group gets no Ctrl-C from the
@@ -51,6 +53,10 @@ type Command struct {
 	LogFile bool
 	// Metrics is the host:port of its Prometheus /metrics, if it serves one.
 	Metrics string
+	// Tap, when set, sees each line of output that goes to Output before
+	// it is written or awaited; a line it returns false for is dropped, so
+	// that a machine-readable feed need not reach a reader's screen.
+	Tap func(text string) (keep bool)
 }
 
 // Stack owns the processes it started, stops them by PID, and waits for
@@ -60,6 +66,7 @@ type Stack struct {
 	wg  sync.WaitGroup
 
 	outMu sync.Mutex // one line at a time on cfg.Output
+	pidMu sync.Mutex // one writer of cfg.PIDFile at a time
 
 	mu       sync.Mutex
 	procs    []*Process
@@ -87,11 +94,12 @@ type Line struct {
 }
 
 // New returns an empty stack; it fails with [ErrRunning] when cfg.PIDFile
-// lists processes.
+// lists a process that still runs, and removes a PID file whose processes
+// are all gone.
 func New(cfg Config) (*Stack, error) {
 	if cfg.PIDFile != "" {
-		if data, err := os.ReadFile(cfg.PIDFile); err == nil && len(data) > 0 {
-			return nil, fmt.Errorf("%w (see %s)", ErrRunning, cfg.PIDFile)
+		if err := checkPIDFile(cfg.PIDFile); err != nil {
+			return nil, err
 		}
 	}
 	if err := os.MkdirAll(cfg.LogDir, 0o755); err != nil {
@@ -137,10 +145,11 @@ func (s *Stack) Start(c Command) (*Process, error) {
 	s.mu.Unlock()
 	s.wg.Go(func() {
 		if out != nil {
-			s.copyLines(c.Name, out)
+			s.copyLines(c.Name, out, c.Tap)
 		}
 		p.err = cmd.Wait()
 		close(p.done)
+		s.writePIDs() // best effort: the file lists what runs; Close removes it
 	})
 	if err := s.writePIDs(); err != nil {
 		return p, err
@@ -148,12 +157,15 @@ func (s *Stack) Start(c Command) (*Process, error) {
 	return p, nil
 }
 
-func (s *Stack) copyLines(name string, r io.ReadCloser) {
+func (s *Stack) copyLines(name string, r io.ReadCloser, tap func(string) bool) {
 	defer r.Close()
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
+		if tap != nil && !tap(line) {
+			continue
+		}
 		s.outMu.Lock()
 		fmt.Fprintf(s.cfg.Output, "%-10s| %s\n", name, line)
 		s.outMu.Unlock()
@@ -221,13 +233,20 @@ func (s *Stack) writePIDs() error {
 	if s.cfg.PIDFile == "" {
 		return nil
 	}
+	s.pidMu.Lock()
+	defer s.pidMu.Unlock()
 	var b strings.Builder
 	for _, p := range s.Processes() {
 		if p.Running() {
 			fmt.Fprintf(&b, "%s %d\n", p.Name, p.PID())
 		}
 	}
-	if err := os.WriteFile(s.cfg.PIDFile, []byte(b.String()), 0o644); err != nil {
+	// A new file renamed over the old: a reader never sees it half written.
+	tmp := s.cfg.PIDFile + ".new"
+	if err := os.WriteFile(tmp, []byte(b.String()), 0o644); err != nil {
+		return fmt.Errorf("PID file: %w", err)
+	}
+	if err := os.Rename(tmp, s.cfg.PIDFile); err != nil {
 		return fmt.Errorf("PID file: %w", err)
 	}
 	return nil
@@ -267,6 +286,23 @@ func (p *Process) Done() <-chan struct{} { return p.done }
 func (p *Process) Wait() error {
 	<-p.done
 	return p.err
+}
+
+// ExitSignal returns the signal that ended the process; ok is false while
+// it runs, and when it exited by itself (with any status).
+func (p *Process) ExitSignal() (sig syscall.Signal, ok bool) {
+	if p.Running() {
+		return 0, false
+	}
+	var exit *exec.ExitError
+	if !errors.As(p.err, &exit) {
+		return 0, false
+	}
+	status, isWait := exit.Sys().(syscall.WaitStatus)
+	if !isWait || !status.Signaled() {
+		return 0, false
+	}
+	return status.Signal(), true
 }
 
 // Running reports whether the process has not yet exited.

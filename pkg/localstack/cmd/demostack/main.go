@@ -5,12 +5,30 @@
 //
 //	demostack up|down|kill|scale|rolling
 //
-// up runs until Ctrl-C; the demos kill, scale and rolling run three
-// greeters and a 14 s client around one event. Settings come from the
-// environment: GREETERS (up's instances, default 3), DETACH=1 (up in the
-// background; down stops it), ETCD_ENDPOINTS (an etcd to use instead of
-// starting one), TLS=1 (mutual TLS between the client and the greeters),
-// CLIENT_POLICY (the client's balancer, default round_robin).
+// up runs until stopped: Ctrl-C, q in the live view, SIGTERM or SIGHUP,
+// `demostack down`, or the exit of its parent (mage). On a terminal it
+// shows a live view, redrawn in place: a row per instance (calls/s, share,
+// p50/p99, errors, state), the policy, and the events of the stack (an
+// instance registered, deregistered, killed, etcd unreachable); every
+// process's lines go to .run/logs/up.log. Elsewhere (a pipe, a file) it
+// writes every process's lines, prefixed with its name.
+//
+// Its supervisor, this process, takes requests on .run/control.sock: the
+// demos kill, scale and rolling run on its stack, so that their effect
+// shows in the view watched, and down stops it. With no stack running, a
+// demo starts one of its own: three greeters and a 14 s client around one
+// event.
+//
+// Processes die with the stack however it ends: each is killed by the
+// kernel when the supervisor dies (even by SIGKILL; the next up then finds
+// their PID file stale), and the supervisor stops them in order when its
+// output closes or its parent dies.
+//
+// Settings come from the environment: GREETERS (up's instances, default
+// 3), DETACH=1 (up in the background, under a supervisor of its own; down
+// stops it), ETCD_ENDPOINTS (an etcd to use instead of starting one),
+// TLS=1 (mutual TLS between the client and the greeters), CLIENT_POLICY
+// (the client's balancer, default round_robin).
 package main
 
 import (
@@ -32,19 +50,22 @@ func run() error {
 	if len(os.Args) != 2 {
 		return fmt.Errorf("want one command (up, down, kill, scale or rolling), got %q", os.Args[1:])
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
-	switch os.Args[1] {
+	// A write to a closed pipe returns EPIPE rather than kill this
+	// process: it must still stop its stack.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+	switch cmd := os.Args[1]; cmd {
 	case "up":
 		return up(ctx)
+	case "supervise": // started by up with DETACH=1
+		return superviseDetached(ctx)
 	case "down":
-		return down()
-	case "kill":
-		return demo(ctx, killOne)
-	case "scale":
-		return demo(ctx, scaleUp)
-	case "rolling":
-		return demo(ctx, rollingReplace)
+		return down(ctx)
+	default:
+		if d, ok := demos[cmd]; ok {
+			return runDemo(ctx, cmd, d)
+		}
+		return fmt.Errorf("unknown command %q: want up, down, kill, scale or rolling", cmd)
 	}
-	return fmt.Errorf("unknown command %q: want up, down, kill, scale or rolling", os.Args[1])
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/rollcall/rollcall/services/client/internal/caller"
 	"github.com/rollcall/rollcall/services/client/internal/config"
 	"github.com/rollcall/rollcall/services/client/internal/greeter"
+	"github.com/rollcall/rollcall/services/client/internal/instances"
 	"github.com/rollcall/rollcall/services/client/internal/stats"
 	"log/slog"
 )
@@ -35,7 +36,13 @@ func wireCaller(configConfig *config.Config, logger *slog.Logger) (*caller.Calle
 		cleanup()
 		return nil, nil, err
 	}
-	builder, err := greeter.NewResolver(target, client, logger, telemetryTelemetry)
+	tracker, err := instances.New(target)
+	if err != nil {
+		cleanup2()
+		cleanup()
+		return nil, nil, err
+	}
+	builder, err := greeter.NewResolver(target, client, logger, telemetryTelemetry, tracker)
 	if err != nil {
 		cleanup2()
 		cleanup()
@@ -49,7 +56,7 @@ func wireCaller(configConfig *config.Config, logger *slog.Logger) (*caller.Calle
 	}
 	greeterServiceClient := greeterv1.NewGreeterServiceClient(clientConnInterface)
 	recorder := stats.NewRecorder()
-	callerCaller := caller.New(calls, greeterServiceClient, recorder)
+	callerCaller := caller.New(calls, greeterServiceClient, recorder, tracker)
 	return callerCaller, func() {
 		cleanup3()
 		cleanup2()

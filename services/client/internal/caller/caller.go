@@ -18,27 +18,30 @@ import (
 	greeterv1 "github.com/rollcall/rollcall/api/greeter/v1"
 	"github.com/rollcall/rollcall/pkg/logs"
 	"github.com/rollcall/rollcall/services/client/internal/config"
+	"github.com/rollcall/rollcall/services/client/internal/instances"
 	"github.com/rollcall/rollcall/services/client/internal/stats"
 	"github.com/rollcall/rollcall/services/client/internal/view"
 )
 
 // ProviderSet is the caller's providers.
-var ProviderSet = wire.NewSet(New, stats.NewRecorder)
+var ProviderSet = wire.NewSet(New, stats.NewRecorder, instances.New)
 
 // Caller runs the configured mode.
 type Caller struct {
-	cfg     config.Calls
-	greeter greeterv1.GreeterServiceClient
-	rec     *stats.Recorder
-	out     io.Writer
+	cfg       config.Calls
+	greeter   greeterv1.GreeterServiceClient
+	rec       *stats.Recorder
+	instances *instances.Tracker
+	out       io.Writer
 
 	mu     sync.Mutex
 	recent []string // last answers, for the table view
 }
 
-// New returns a Caller writing its view to standard output.
-func New(cfg config.Calls, greeter greeterv1.GreeterServiceClient, rec *stats.Recorder) *Caller {
-	return &Caller{cfg: cfg, greeter: greeter, rec: rec, out: os.Stdout}
+// New returns a Caller writing its view to standard output; the json view
+// reads the instances tracker.
+func New(cfg config.Calls, greeter greeterv1.GreeterServiceClient, rec *stats.Recorder, tracker *instances.Tracker) *Caller {
+	return &Caller{cfg: cfg, greeter: greeter, rec: rec, instances: tracker, out: os.Stdout}
 }
 
 // Run calls until ctx ends or the configured duration passes, then prints
@@ -58,6 +61,9 @@ func (c *Caller) Run(ctx context.Context) error {
 	}
 	var wg sync.WaitGroup
 	wg.Go(func() { c.show(ctx, mode) })
+	if mode == "json" {
+		wg.Go(func() { c.instances.Watch(ctx) })
+	}
 	if c.cfg.Mode == config.ModeLoad {
 		c.load(ctx)
 	} else {
@@ -142,13 +148,28 @@ func (c *Caller) load(ctx context.Context) {
 	wg.Wait()
 }
 
-// show refreshes the view about once a second until ctx ends.
+// The json view writes a snapshot every jsonInterval, with rates and
+// percentiles over the last jsonWindow: short enough to show a change
+// within a second or two, long enough to hold several calls per instance
+// at the demo's rates.
+const (
+	jsonInterval = 500 * time.Millisecond
+	jsonWindow   = 5 * time.Second
+)
+
+// show refreshes the view about once a second (json: every jsonInterval)
+// until ctx ends.
 func (c *Caller) show(ctx context.Context, mode string) {
 	if mode == "none" {
 		return
 	}
+	interval := time.Second
+	if mode == "json" {
+		interval = jsonInterval
+	}
 	live := view.NewLive(c.out)
-	tick := time.NewTicker(time.Second)
+	marks := []stats.Mark{c.rec.Mark()} // oldest first, spanning jsonWindow
+	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
 		select {
@@ -157,12 +178,19 @@ func (c *Caller) show(ctx context.Context, mode string) {
 		case <-tick.C:
 		}
 		s := c.rec.Summary()
-		if mode == "table" {
+		switch mode {
+		case "json":
+			listed, events := c.instances.Take()
+			view.JSON(c.out, view.NewSnapshot(s, c.rec.Since(marks[0]), listed, events))
+			if marks = append(marks, c.rec.Mark()); len(marks) > int(jsonWindow/jsonInterval) {
+				marks = marks[1:]
+			}
+		case "table":
 			c.mu.Lock()
 			recent := append([]string(nil), c.recent...)
 			c.mu.Unlock()
 			live.Draw(s, recent)
-		} else {
+		default:
 			view.Line(c.out, s)
 		}
 	}

@@ -188,7 +188,7 @@ type run struct {
 func start(t *testing.T, cfg config.Calls, client greeterv1.GreeterServiceClient) *run {
 	t.Helper()
 	r := &run{rec: stats.NewRecorder(), out: &syncBuffer{}}
-	c := New(cfg, client, r.rec)
+	c := New(cfg, client, r.rec, nil) // no json view: no instances tracker
 	c.out = r.out
 	ctx, cancel := context.WithCancel(context.Background())
 	ran := make(chan error, 1)
@@ -368,7 +368,7 @@ func TestCallOverItsTimeoutFailsWithDeadlineExceeded(t *testing.T) {
 func runToEnd(t *testing.T, cfg config.Calls, client greeterv1.GreeterServiceClient) (*stats.Recorder, string) {
 	t.Helper()
 	rec := stats.NewRecorder()
-	c := New(cfg, client, rec)
+	c := New(cfg, client, rec, nil)
 	out := &syncBuffer{}
 	c.out = out
 	ran := make(chan error, 1)

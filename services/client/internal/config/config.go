@@ -57,7 +57,7 @@ type Calls struct {
 	Concurrency int           // load: workers
 	Duration    time.Duration // 0: until stopped
 	Timeout     time.Duration // per call
-	View        string        // table, lines, none, or auto
+	View        string        // table, lines, json, none, or auto
 }
 
 // LogConfig is how the client logs.
@@ -88,7 +88,8 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (*Config, 
 	fs.IntVar(&calls.Concurrency, "concurrency", calls.Concurrency, "load: concurrent workers")
 	fs.DurationVar(&calls.Duration, "duration", calls.Duration, "how long to run (0: until interrupted)")
 	fs.DurationVar(&calls.Timeout, "timeout", calls.Timeout, "deadline of each call")
-	fs.StringVar(&calls.View, "view", calls.View, "table (redrawn in place), lines, none, or auto (table on a terminal)")
+	fs.StringVar(&calls.View, "view", calls.View,
+		"table (redrawn in place), lines, json (a snapshot per interval, for a program that draws its own view), none, or auto (table on a terminal)")
 	fs.StringVar(&target.SnapshotDir, "snapshot-dir", target.SnapshotDir,
 		"directory for the last list of each service read from etcd, used when etcd is down at start (off when empty)")
 	call.RegisterTLSFlags(&target.TLS, fs, env)
@@ -123,9 +124,9 @@ func (c *Config) validate() error {
 		errs = append(errs, fmt.Errorf("invalid timeout %v: want > 0", c.Calls.Timeout))
 	}
 	switch c.Calls.View {
-	case "auto", "table", "lines", "none":
+	case "auto", "table", "lines", "json", "none":
 	default:
-		errs = append(errs, fmt.Errorf("invalid view %q: want table, lines, none or auto", c.Calls.View))
+		errs = append(errs, fmt.Errorf("invalid view %q: want table, lines, json, none or auto", c.Calls.View))
 	}
 	return errors.Join(errs...)
 }

@@ -13,15 +13,16 @@ import (
 	"github.com/rollcall/rollcall/pkg/discovery/resolve"
 	"github.com/rollcall/rollcall/pkg/telemetry"
 	"github.com/rollcall/rollcall/services/client/internal/config"
+	"github.com/rollcall/rollcall/services/client/internal/instances"
 )
 
 // ProviderSet is the greeter client's providers.
 var ProviderSet = wire.NewSet(NewResolver, NewConn, greeterv1.NewGreeterServiceClient)
 
-// NewResolver resolves services from etcd, observed by tel, keeping
-// snapshots of the lists when configured.
-func NewResolver(cfg config.Target, etcd *clientv3.Client, log *slog.Logger, tel *telemetry.Telemetry) (*resolve.Builder, error) {
-	opts := append(tel.ResolveOptions(), resolve.WithNamespace(cfg.Namespace), resolve.WithLogger(log))
+// NewResolver resolves services from etcd, observed by tel and by the
+// instances tracker, keeping snapshots of the lists when configured.
+func NewResolver(cfg config.Target, etcd *clientv3.Client, log *slog.Logger, tel *telemetry.Telemetry, tracker *instances.Tracker) (*resolve.Builder, error) {
+	opts := append(tel.ResolveOptions(), resolve.WithNamespace(cfg.Namespace), resolve.WithLogger(log), resolve.WithObserver(tracker))
 	if cfg.SnapshotDir != "" {
 		opts = append(opts, resolve.WithSnapshots(cfg.SnapshotDir, 0))
 	}

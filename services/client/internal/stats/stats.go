@@ -5,6 +5,7 @@ package stats
 import (
 	"math"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -22,6 +23,7 @@ type Recorder struct {
 
 type counter struct {
 	calls, errors int
+	first         time.Time // of the first call the instance answered
 	hist          histogram
 }
 
@@ -49,6 +51,9 @@ func (r *Recorder) Record(instance, code string, latency time.Duration) {
 		c.errors++
 		return
 	}
+	if c.first.IsZero() {
+		c.first = time.Now()
+	}
 	c.hist.add(latency)
 }
 
@@ -61,6 +66,8 @@ type Row struct {
 	P50Ms    float64 `json:"p50_ms"`
 	P90Ms    float64 `json:"p90_ms"`
 	P99Ms    float64 `json:"p99_ms"`
+	// First is when the instance answered its first call (zero if none).
+	First time.Time `json:"-"`
 }
 
 // Summary is every row, sorted by instance, and the totals.
@@ -80,34 +87,70 @@ type Summary struct {
 func (r *Recorder) Summary() Summary {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	s := Summary{Elapsed: time.Since(r.start), Codes: map[string]int{}}
-	s.Seconds = s.Elapsed.Seconds()
+	s := summarize(time.Since(r.start), r.rows, nil)
+	for code, n := range r.codes {
+		s.Codes[code] = n
+	}
+	return s
+}
+
+// Mark is a recorder's counts at one instant.
+type Mark struct {
+	at   time.Time
+	rows map[string]counter
+}
+
+// Mark returns the counts now, for Since.
+func (r *Recorder) Mark() Mark {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m := Mark{at: time.Now(), rows: make(map[string]counter, len(r.rows))}
+	for name, c := range r.rows {
+		m.rows[name] = *c
+	}
+	return m
+}
+
+// Since returns the figures of the calls recorded after m (a recent
+// window, for a live view): rates and percentiles over that time only,
+// without status codes. Instances with no call in it have no row.
+func (r *Recorder) Since(m Mark) Summary {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return summarize(time.Since(m.at), r.rows, m.rows)
+}
+
+// summarize computes the figures of rows less before (nil: nothing
+// before) over elapsed; the caller holds the recorder's lock.
+func summarize(elapsed time.Duration, rows map[string]*counter, before map[string]counter) Summary {
+	s := Summary{Elapsed: elapsed, Seconds: elapsed.Seconds(), Codes: map[string]int{}}
+	window := make(map[string]*counter, len(rows))
+	for name, c := range rows {
+		d := *c
+		if b, ok := before[name]; ok {
+			d.calls -= b.calls
+			d.errors -= b.errors
+			d.hist.subtract(&b.hist)
+		}
+		if d.calls > 0 || before == nil {
+			window[name] = &d
+		}
+	}
 	var all histogram
-	for _, c := range r.rows {
+	for _, c := range window {
 		s.Calls += c.calls
 		s.Errors += c.errors
 		all.merge(&c.hist)
 	}
-	for name, c := range r.rows {
-		row := Row{Instance: name, Calls: c.calls, Errors: c.errors,
+	for name, c := range window {
+		row := Row{Instance: name, Calls: c.calls, Errors: c.errors, First: c.first,
 			P50Ms: c.hist.quantileMs(0.5), P90Ms: c.hist.quantileMs(0.9), P99Ms: c.hist.quantileMs(0.99)}
 		if s.Calls > 0 {
 			row.Share = float64(c.calls) / float64(s.Calls)
 		}
 		s.Instances = append(s.Instances, row)
 	}
-	slices.SortFunc(s.Instances, func(a, b Row) int {
-		switch {
-		case a.Instance < b.Instance:
-			return -1
-		case a.Instance > b.Instance:
-			return 1
-		}
-		return 0
-	})
-	for code, n := range r.codes {
-		s.Codes[code] = n
-	}
+	slices.SortFunc(s.Instances, func(a, b Row) int { return strings.Compare(a.Instance, b.Instance) })
 	if s.Seconds > 0 {
 		s.PerSecond = float64(s.Calls) / s.Seconds
 	}
@@ -136,6 +179,14 @@ func (h *histogram) merge(o *histogram) {
 		h.counts[i] += n
 	}
 	h.total += o.total
+}
+
+// subtract removes o, an earlier state of h, leaving what came after it.
+func (h *histogram) subtract(o *histogram) {
+	for i, n := range o.counts {
+		h.counts[i] -= n
+	}
+	h.total -= o.total
 }
 
 // quantileMs returns the upper edge of the bucket holding quantile q.

@@ -1,13 +1,19 @@
 // Package view shows how calls spread over instances: a table redrawn in
-// place on a terminal, or one summary line at a time where output is a
-// pipe or a log.
+// place on a terminal, one summary line at a time where output is a pipe
+// or a log, or a JSON snapshot per interval for a program that draws its
+// own view.
 package view
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
+	"time"
 
+	"github.com/rollcall/rollcall/services/client/internal/instances"
 	"github.com/rollcall/rollcall/services/client/internal/stats"
 )
 
@@ -60,4 +66,89 @@ func (l *Live) Draw(s stats.Summary, extra []string) {
 func bar(share float64, width int) string {
 	n := int(share*float64(width) + 0.5)
 	return strings.Repeat("█", n) + strings.Repeat("·", width-n)
+}
+
+// Snapshot is what the json view writes, one line per interval, for a
+// program that draws its own view (the local stack's live view): the
+// figures of each instance, the resolver's list with each instance's
+// state, and the events since the previous snapshot.
+type Snapshot struct {
+	At        time.Time         `json:"at"`
+	Calls     int               `json:"calls"`      // since the start
+	Errors    int               `json:"errors"`     // since the start
+	PerSecond float64           `json:"per_second"` // over the recent window
+	P50Ms     float64           `json:"p50_ms"`     // over the recent window
+	P99Ms     float64           `json:"p99_ms"`     // over the recent window
+	Instances []Figures         `json:"instances"`
+	Events    []instances.Event `json:"events,omitempty"`
+}
+
+// Figures are one instance's: totals since the start, rates and
+// percentiles over the recent window.
+type Figures struct {
+	ID string `json:"id"`
+	// Addr is empty for an instance no longer listed.
+	Addr string `json:"addr,omitempty"`
+	// State is one of package instances' states, Gone for an instance
+	// that answered calls and is no longer listed, or empty for the row
+	// of calls that no instance answered (stats.Unknown).
+	State     string     `json:"state"`
+	Calls     int        `json:"calls"`
+	Errors    int        `json:"errors"`
+	PerSecond float64    `json:"per_second"`
+	Share     float64    `json:"share"` // of the window's calls, 0..1
+	P50Ms     float64    `json:"p50_ms"`
+	P99Ms     float64    `json:"p99_ms"`
+	FirstCall *time.Time `json:"first_call,omitempty"`
+}
+
+// Gone is the state of an instance that answered calls and is no longer
+// listed.
+const Gone = "gone"
+
+// NewSnapshot joins the figures since the start (total) and over the
+// recent window with the listed instances and the events.
+func NewSnapshot(total, window stats.Summary, listed []instances.Instance, events []instances.Event) Snapshot {
+	s := Snapshot{At: time.Now(), Calls: total.Calls, Errors: total.Errors, PerSecond: window.PerSecond,
+		P50Ms: window.P50Ms, P99Ms: window.P99Ms, Events: events}
+	byID := map[string]*Figures{}
+	row := func(id string) *Figures {
+		f, ok := byID[id]
+		if !ok {
+			f = &Figures{ID: id, State: Gone}
+			if id == stats.Unknown {
+				f.State = ""
+			}
+			byID[id] = f
+		}
+		return f
+	}
+	for _, in := range listed {
+		f := row(in.ID)
+		f.Addr, f.State = in.Addr, in.State
+	}
+	for _, r := range total.Instances {
+		f := row(r.Instance)
+		f.Calls, f.Errors = r.Calls, r.Errors
+		if !r.First.IsZero() {
+			first := r.First
+			f.FirstCall = &first
+		}
+	}
+	for _, r := range window.Instances {
+		f := row(r.Instance)
+		f.Share, f.P50Ms, f.P99Ms = r.Share, r.P50Ms, r.P99Ms
+		if window.Seconds > 0 {
+			f.PerSecond = float64(r.Calls) / window.Seconds
+		}
+	}
+	for _, id := range slices.Sorted(maps.Keys(byID)) {
+		s.Instances = append(s.Instances, *byID[id])
+	}
+	return s
+}
+
+// JSON writes s on one line.
+func JSON(w io.Writer, s Snapshot) error {
+	return json.NewEncoder(w).Encode(s)
 }
