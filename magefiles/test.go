@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -22,8 +24,9 @@ import (
 // The module tests, which mostly wait on processes and etcd, run beside
 // the steps that mostly compute (generated code, lint, the images); the
 // smoke and the Compose test follow. What passed before with the same
-// inputs is not run again (Go's test cache, and a record of the smoke's
-// binaries in the user's cache directory). It prints each step's time.
+// inputs is not run again: Go's test cache, and for the generated-code
+// check, lint and the smoke a record of their inputs' hash in the user's
+// cache directory. It prints each step's time.
 func Test() error {
 	start := time.Now()
 	var mu sync.Mutex
@@ -42,12 +45,16 @@ func Test() error {
 	defer func() {
 		fmt.Printf("test: %v in all: %s\n", time.Since(start).Round(time.Second), strings.Join(took, ", "))
 	}()
+	srcs, err := sources()
+	if err != nil {
+		return err
+	}
 	var computeErr error
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		computeErr = step("check:gen", Check{}.Gen)
+		computeErr = step("check:gen", func() error { return unlessPassed("check:gen", srcs, Check{}.Gen) })
 		if computeErr == nil {
-			computeErr = step("lint", Lint)
+			computeErr = step("lint", func() error { return unlessPassed("lint", srcs, Lint) })
 		}
 		if _, err := composeCommand(); computeErr == nil && err == nil && dockerAnswers() == nil {
 			computeErr = step("docker:build", Docker{}.Build)
@@ -116,6 +123,24 @@ func (Check) Tests() error {
 	})
 }
 
+// sources lists every file that generated code and lint depend on: Go
+// and module files, protos, YAML (buf, CI), outside build outputs.
+func sources() ([]string, error) {
+	var files []string
+	err := filepath.WalkDir(".", func(path string, d fs.DirEntry, err error) error {
+		switch {
+		case err != nil:
+			return err
+		case d.IsDir() && (d.Name() == ".git" || d.Name() == "bin" || d.Name() == ".run"):
+			return filepath.SkipDir
+		case !d.IsDir() && slices.Contains([]string{".go", ".mod", ".sum", ".work", ".proto", ".yaml", ".yml"}, filepath.Ext(path)):
+			files = append(files, path)
+		}
+		return nil
+	})
+	return files, err
+}
+
 // unlessPassed runs step unless it passed before with inputs exactly as
 // they are now, and records each pass in the user's cache directory, as
 // Go's test cache does (delete rollcall/passed there to run it again).
@@ -126,6 +151,7 @@ func unlessPassed(step string, inputs []string, run func() error) error {
 		if err != nil {
 			return err
 		}
+		fmt.Fprintf(h, "%s %d\n", f, len(data))
 		h.Write(data)
 	}
 	cache, err := os.UserCacheDir()
@@ -134,7 +160,11 @@ func unlessPassed(step string, inputs []string, run func() error) error {
 	}
 	record := filepath.Join(cache, "rollcall", "passed", fmt.Sprintf("%s-%x", strings.ReplaceAll(step, ":", "-"), h.Sum(nil)))
 	if _, err := os.Stat(record); err == nil {
-		fmt.Printf("%s: passed before with these inputs (%s); not run again\n", step, strings.Join(inputs, ", "))
+		what := strings.Join(inputs, ", ")
+		if len(inputs) > 5 {
+			what = fmt.Sprintf("%d files", len(inputs))
+		}
+		fmt.Printf("%s: passed before with these inputs (%s); not run again\n", step, what)
 		return nil
 	}
 	if err := run(); err != nil {
