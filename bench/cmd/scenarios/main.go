@@ -66,7 +66,8 @@ func run() error {
 			results = append(results, r)
 		})
 	}
-	missed := printTable(os.Stdout, results) + printBalanceTable(os.Stdout, results)
+	missed := printTable(os.Stdout, results) + printBalanceTable(os.Stdout, results) +
+		printGroupTable(os.Stdout, results, groupXDS, []string{"xds"}) + printGroupTable(os.Stdout, results, groupModels, modelStacks)
 	if *write != "" {
 		// The doc is written even when rollcall misses a target.
 		if err := writeDocFile(*write, results, goBenchmarks); err != nil {
@@ -129,6 +130,9 @@ func runScenario(ctx context.Context, sc scenario, chosen []stack, bin string, t
 		}
 		done(r)
 		return
+	}
+	if sc.stacks != nil {
+		chosen = sc.stacks(bin)
 	}
 	if sc.policies {
 		// Balancing scenarios compare rollcall's policies, not stacks.
