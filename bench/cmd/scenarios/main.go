@@ -26,7 +26,7 @@ func main() {
 }
 
 func run() error {
-	only := flag.String("run", "", "comma-separated scenarios (default: all)")
+	only := flag.String("run", "", "comma-separated scenarios, or groups of them (xds, models) (default: all)")
 	short := flag.Bool("smoke", false, "a few seconds per scenario, for CI")
 	stacks := flag.String("stacks", "rollcall,baseline", "stacks to run: rollcall, rollcall/<policy>, baseline")
 	bin := flag.String("bin", "bin", "directory with etcd, greeter and baseline-greeter")
@@ -106,6 +106,14 @@ func selectScenarios(list string) ([]scenario, error) {
 	}
 	var selected []scenario
 	for _, name := range strings.Split(list, ",") {
+		if name == groupXDS || name == groupModels {
+			for _, sc := range scenarios {
+				if sc.group == name {
+					selected = append(selected, sc)
+				}
+			}
+			continue
+		}
 		sc, ok := find(name)
 		if !ok {
 			var names []string

@@ -28,6 +28,7 @@ type stack struct {
 	cli      *clientv3.Client
 	greeters int                                // number of the last greeter started
 	tls      struct{ greeter, client []string } // each side's environment for mutual TLS
+	xds      bool                               // the client calls through the xDS control plane (XDS=1)
 }
 
 // bringUp starts etcd (unless ETCD_ENDPOINTS names one) and n greeters,
@@ -74,8 +75,25 @@ func bringUp(ctx context.Context, n int, detached bool) (s *stack, err error) {
 	}
 	// The client starts once every greeter is in etcd, so that its first
 	// call is answered rather than told no instance is registered.
-	_, err = s.awaitKeys(ctx, true, keys...)
+	if _, err = s.awaitKeys(ctx, true, keys...); err == nil && os.Getenv("XDS") != "" {
+		err = s.startControlPlane(ctx)
+	}
 	return s, err
+}
+
+// startControlPlane starts the xDS control plane (services/xds) and has
+// the client call through it (XDS=1).
+func (s *stack) startControlPlane(ctx context.Context) error {
+	addr, err := localstack.FreePort()
+	if err != nil {
+		return err
+	}
+	if _, err := s.start("xds", "xds", []string{"-listen", addr, "-id", "xds-1", "-services", "greeter"}, nil); err != nil {
+		return err
+	}
+	s.xds = true
+	_, err = s.awaitKeys(ctx, true, "rollcall/xds/xds-1")
+	return err
 }
 
 // makeCerts writes a throwaway CA and certificates to .run/tls and turns
@@ -125,6 +143,9 @@ func (s *stack) startClient(args ...string) (*localstack.Process, error) {
 		policy = "round_robin"
 	}
 	args = append([]string{"-view", "lines", "-policy", policy, "-snapshot-dir", filepath.Join(runDir, "snapshots")}, args...)
+	if s.xds {
+		args = append(args, "-xds")
+	}
 	return s.start("client", "client", args, s.tls.client)
 }
 

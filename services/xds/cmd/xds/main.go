@@ -26,6 +26,7 @@ import (
 	"github.com/rollcall/rollcall/pkg/flagenv"
 	"github.com/rollcall/rollcall/pkg/logs"
 	"github.com/rollcall/rollcall/pkg/serve"
+	"github.com/rollcall/rollcall/pkg/telemetry"
 	"github.com/rollcall/rollcall/services/xds/internal/controlplane"
 )
 
@@ -38,6 +39,7 @@ type config struct {
 	Serve       serve.Config
 	Etcd        discovery.EtcdConfig
 	Log         logs.Config
+	Telemetry   telemetry.Config
 	Policy      string
 	Services    []string
 	SnapshotDir string
@@ -56,6 +58,7 @@ func load(args []string, getenv func(string) string, usage io.Writer) (*config, 
 	c.Serve.RegisterFlags(fs, env)
 	c.Etcd.RegisterFlags(fs, env)
 	c.Log.RegisterFlags(fs, env)
+	c.Telemetry.RegisterFlags(fs, env)
 	fs.StringVar(&c.Policy, "policy", c.Policy, "balancing policy of every cluster: round_robin or weighted_round_robin")
 	services := fs.String("services", "", "comma-separated services to read from the start (others: from the first client that asks)")
 	fs.StringVar(&c.SnapshotDir, "snapshot-dir", "", "directory for the last list of each service, served when etcd is down at start (off when empty)")
@@ -68,7 +71,8 @@ func load(args []string, getenv func(string) string, usage io.Writer) (*config, 
 			c.Services = append(c.Services, s)
 		}
 	}
-	errs := []error{c.Serve.Validate(), c.Etcd.Validate(), c.defaults().Validate()}
+	c.Telemetry.ServiceName = c.Serve.Service
+	errs := []error{c.Serve.Validate(), c.Etcd.Validate(), c.Telemetry.Validate(), c.defaults().Validate()}
 	for _, s := range c.Services {
 		errs = append(errs, discovery.ValidateService(s))
 	}
@@ -93,29 +97,36 @@ func build(c *config, log *slog.Logger) (server, func(), error) {
 	if err != nil {
 		return server{}, nil, err
 	}
-	opts := []resolve.Option{resolve.WithNamespace(c.Serve.Namespace), resolve.WithLogger(log)}
+	tel, closeTel, err := telemetry.New(c.Telemetry, log)
+	if err != nil {
+		closeEtcd()
+		return server{}, nil, err
+	}
+	closeAll := func() { closeTel(); closeEtcd() }
+	opts := append(tel.ResolveOptions(), resolve.WithNamespace(c.Serve.Namespace), resolve.WithLogger(log))
 	if c.SnapshotDir != "" {
 		opts = append(opts, resolve.WithSnapshots(c.SnapshotDir, c.SnapshotAge))
 	}
 	rb, err := resolve.NewBuilder(etcd, opts...)
 	if err != nil {
-		closeEtcd()
+		closeAll()
 		return server{}, nil, err
 	}
 	cp, err := controlplane.New(rb, controlplane.Config{Defaults: c.defaults(), Services: c.Services}, log)
 	if err != nil {
-		closeEtcd()
+		closeAll()
 		return server{}, nil, err
 	}
-	srv, err := serve.New(c.Serve, etcd, serve.WithLogger(log))
+	srv, err := serve.New(c.Serve, etcd, serve.WithLogger(log),
+		serve.WithServerOptions(tel.ServerOptions()...), serve.WithRegisterOptions(tel.RegisterOptions()...))
 	if err != nil {
 		cp.Close()
-		closeEtcd()
+		closeAll()
 		return server{}, nil, fmt.Errorf("serve: %w", err)
 	}
 	cp.Register(srv)
 	log.Info("xDS control plane", "policy", c.Policy, "retried", c.defaults().RetryMethods)
-	return server{srv: srv, cp: cp}, func() { cp.Close(); closeEtcd() }, nil
+	return server{srv: srv, cp: cp}, func() { cp.Close(); closeAll() }, nil
 }
 
 // Run serves until ctx ends. The ADS streams end as the stop begins:
