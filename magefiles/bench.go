@@ -20,6 +20,9 @@ func (Bench) All() error {
 // Run runs the scenarios named in names, comma-separated as in kill,term, for both stacks (balancing ones for each policy).
 func (Bench) Run(names string) error { return runScenarios("-run", names) }
 
+// Models runs the same load and events through rollcall's client, the xDS control plane and nginx (docs/benchmarks.md).
+func (Bench) Models() error { return runScenarios("-run", "models") }
+
 // Smoke runs kill, term, rolling and herd briefly, failing on any call rollcall loses (part of test).
 //
 // It depends only on the binaries: when they are the ones that last
@@ -51,7 +54,7 @@ func buildScenarios() error {
 	if err != nil {
 		return err
 	}
-	for _, cmd := range []string{"baseline-greeter", "scenarios"} {
+	for _, cmd := range []string{"baseline-greeter", "scenarios"} { // bin/xds comes with buildBinaries
 		if err := runIn("bench", nil, "go", "build", "-o", filepath.Join(abs, cmd), "./cmd/"+cmd); err != nil {
 			return err
 		}

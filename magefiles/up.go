@@ -12,7 +12,7 @@ import (
 // ETCD_ENDPOINTS set: use that etcd instead of starting one (ETCD_USERNAME,
 // ETCD_PASSWORD, ETCD_CACERT... pass through to every process). TLS=1:
 // mutual TLS between client and greeters, with throwaway certificates.
-// DETACH=1: run in the background with logs in .run/logs; `down` stops it.
+// DETACH=1: run in the background (logs in .run/logs) until `down`. XDS=1: the client calls through services/xds.
 func Up() error { return demostack("up") }
 
 // Down stops the running stack (up in another terminal, or DETACH=1) through its supervisor; data in .run stays.
@@ -30,6 +30,7 @@ func buildBinaries() error {
 		{"pkg", "etcd", "go.etcd.io/etcd/server/v3"},
 		{"services/greeter", "greeter", "./cmd/greeter"},
 		{"services/client", "client", "./cmd/client"},
+		{"services/xds", "xds", "./cmd/xds"},
 	} {
 		if err := goBuild(b[0], b[1], b[2]); err != nil {
 			return err

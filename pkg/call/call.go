@@ -31,6 +31,8 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"google.golang.org/grpc"
@@ -199,6 +201,12 @@ func ServiceConfig(service, policy string) string {
 	}
 	return string(out)
 }
+
+// IdempotentMethods lists, sorted, the methods Dial may retry: those of
+// every linked proto file whose idempotency_level is NO_SIDE_EFFECTS or
+// IDEMPOTENT, as "/package.Service/Method". The xDS control plane gives
+// the same methods a retry policy, so both models retry the same calls.
+func IdempotentMethods() []string { return slices.Sorted(maps.Keys(idempotentMethods())) }
 
 // idempotentMethods lists, as "/package.Service/Method", the methods of
 // every linked proto file whose idempotency_level is NO_SIDE_EFFECTS or

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 )
@@ -74,6 +75,8 @@ func writeDoc(w io.Writer, m machine, results []result, goBenchmarks string) err
 	b.WriteString("\n## Results\n\n")
 	b.WriteString(strings.TrimPrefix(tables.String(), "\n"))
 
+	writeGroups(&b, results)
+
 	b.WriteString("\n## Every run, as JSON lines\n\n```\n")
 	lines := json.NewEncoder(&b)
 	for _, r := range results {
@@ -102,7 +105,7 @@ const docIntro = "Every scenario starts a real etcd (built from the pinned Go mo
 func describe(b *strings.Builder, balancing bool) {
 	b.WriteString("| scenario | event | figure |\n|---|---|---|\n")
 	for _, sc := range scenarios {
-		if sc.policies != balancing || sc.describedWith != "" {
+		if sc.policies != balancing || sc.describedWith != "" || sc.group != "" {
 			continue
 		}
 		names := []string{sc.name}
@@ -121,4 +124,73 @@ func andList(names []string) string {
 		return strings.Join(names, "")
 	}
 	return strings.Join(names[:len(names)-1], ", ") + " and " + names[len(names)-1]
+}
+
+// writeGroups writes a section for each group of scenarios the results
+// hold: a run of some scenarios (mage bench:models) writes only theirs.
+func writeGroups(b *strings.Builder, results []result) {
+	has := func(group string) bool {
+		return slices.ContainsFunc(results, func(r result) bool { sc, ok := find(r.Scenario); return ok && sc.group == group })
+	}
+	if has(groupXDS) {
+		b.WriteString("\n## The lookaside model: xDS\n\nThe same greeters, a control plane (`services/xds`) that reads etcd with the " +
+			"resolver's watch, and a Go client (`pkg/call/callxds`) that knows only the control plane: grpc-go's xDS resolver and " +
+			"balancers, with the route's retry policy on UNAVAILABLE for idempotent methods.\n\n")
+		describeGroup(b, groupXDS)
+		printGroupTable(b, results, groupXDS, []string{"xds"})
+	}
+	if has(groupModels) {
+		b.WriteString("\n## Three models side by side\n\nThe same load and events through: **rollcall** (`call.Dial`, balancing in the " +
+			"client), **xds** (the control plane and grpc-go's xDS client) and **nginx** (Debian's package, `grpc_pass` to an " +
+			"upstream that a watcher renders from etcd and reloads nginx with).\n\n")
+		describeGroup(b, groupModels)
+		printGroupTable(b, results, groupModels, modelStacks)
+		writeChoice(b, results)
+	}
+}
+
+func describeGroup(b *strings.Builder, group string) {
+	b.WriteString("| scenario | event | figure |\n|---|---|---|\n")
+	for _, sc := range scenarios {
+		if sc.group == group {
+			fmt.Fprintf(b, "| %s | %s | %s |\n", sc.name, sc.event, sc.figure)
+		}
+	}
+}
+
+// writeChoice writes which model to choose, citing this run's figures.
+func writeChoice(b *strings.Builder, results []result) {
+	get := func(scenario, stack string) (result, bool) {
+		i := slices.IndexFunc(results, func(r result) bool { return r.Scenario == scenario && r.Stack == stack && r.Error == "" })
+		if i < 0 {
+			return result{}, false
+		}
+		return results[i], true
+	}
+	fig := func(stack string) string {
+		var parts []string
+		if r, ok := get("models-steady", stack); ok {
+			parts = append(parts, fmt.Sprintf("%.0f calls/s, p99 %.2f ms, %.0f ms CPU per 1,000 calls", r.CallsPerSec, r.P99Ms, r.Metrics["cpu_ms_per_1000_calls"]))
+		}
+		for _, ev := range []string{"kill", "term"} {
+			if r, ok := get("models-"+ev, stack); ok {
+				parts = append(parts, fmt.Sprintf("%d failed on %s", r.Failed, ev))
+			}
+		}
+		if r, ok := get("models-scale-up", stack); ok {
+			parts = append(parts, fmt.Sprintf("a new instance's first call after %.0f ms (p50)", r.Metrics["first_call_p50_ms"]))
+		}
+		if len(parts) == 0 {
+			return "not measured in this run"
+		}
+		return strings.Join(parts, "; ")
+	}
+	fmt.Fprintf(b, "\n### Which model to choose\n\n"+
+		"- **Go services: rollcall's client** (%s). Nothing runs between client and instance, and its policies know "+
+		"latency, stalls and health.\n"+
+		"- **Other languages, or gRPC's own policies (outlier detection, ring hash, localities): xDS** (%s). The client "+
+		"stays gRPC's own; the control plane runs beside etcd, and clients keep their endpoints while it is away.\n"+
+		"- **Clients that cannot do either (no gRPC balancing, a browser, a fixed address): the proxy** (%s). Every call "+
+		"crosses one more process, and a call on an instance that dies is lost: nginx retries only calls it has not sent.\n",
+		fig("rollcall"), fig("xds"), fig("nginx"))
 }

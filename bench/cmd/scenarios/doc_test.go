@@ -116,6 +116,10 @@ func TestSelectScenarios(t *testing.T) {
 	if err != nil || len(all) != len(scenarios) {
 		t.Errorf("selectScenarios(\"\") = %d scenarios, %v; want all %d", len(all), err, len(scenarios))
 	}
+	models, err := selectScenarios("models")
+	if err != nil || len(models) != len(modelsScenarios) {
+		t.Errorf("selectScenarios(models) = %d scenarios, %v; want the %d of the group", len(models), err, len(modelsScenarios))
+	}
 	if _, err := selectScenarios("kill,kil"); err == nil || !strings.Contains(err.Error(), `"kil"`) {
 		t.Errorf("selectScenarios(kill,kil) error = %v, want one naming \"kil\"", err)
 	}

@@ -38,6 +38,9 @@ type env struct {
 	conn     *grpc.ClientConn
 	client   greeterv1.GreeterServiceClient
 	obs      *observer
+	cp       *localstack.Process // the xDS control plane, when the stack has one
+	cpAddr   string
+	atClose  []func() // stops what a stack started in this process, before the processes
 }
 
 // setup starts etcd and the instances and dials them; with countAttempts
@@ -68,15 +71,22 @@ func setup(ctx context.Context, st stack, etcdBin string, etcdSize int, instance
 			return nil, err
 		}
 	}
-	if e.conn, err = st.dial(e.cli, "greeter", e.obs); err != nil {
+	if st.dialEnv != nil {
+		e.conn, err = st.dialEnv(e)
+	} else {
+		e.conn, err = st.dial(e.cli, "greeter", e.obs)
+	}
+	if err != nil {
 		e.close()
 		return nil, err
 	}
 	e.conn.Connect()
 	e.client = greeterv1.NewGreeterServiceClient(e.conn)
-	if _, err := e.obs.awaitCount(len(instances), 30*time.Second); err != nil {
-		e.close()
-		return nil, err
+	if st.dialEnv == nil {
+		if _, err := e.obs.awaitCount(len(instances), 30*time.Second); err != nil {
+			e.close()
+			return nil, err
+		}
 	}
 	if err := e.awaitServed(e.order...); err != nil {
 		e.close() // every process it started, by PID
@@ -209,6 +219,9 @@ func (e *env) addrOf(ctx context.Context, id string) (string, error) {
 func (e *env) close() {
 	if e.conn != nil {
 		e.conn.Close()
+	}
+	for _, stop := range e.atClose {
+		stop()
 	}
 	if e.cli != nil {
 		e.cli.Close()

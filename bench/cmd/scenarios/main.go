@@ -26,7 +26,7 @@ func main() {
 }
 
 func run() error {
-	only := flag.String("run", "", "comma-separated scenarios (default: all)")
+	only := flag.String("run", "", "comma-separated scenarios, or groups of them (xds, models) (default: all)")
 	short := flag.Bool("smoke", false, "a few seconds per scenario, for CI")
 	stacks := flag.String("stacks", "rollcall,baseline", "stacks to run: rollcall, rollcall/<policy>, baseline")
 	bin := flag.String("bin", "bin", "directory with etcd, greeter and baseline-greeter")
@@ -66,7 +66,8 @@ func run() error {
 			results = append(results, r)
 		})
 	}
-	missed := printTable(os.Stdout, results) + printBalanceTable(os.Stdout, results)
+	missed := printTable(os.Stdout, results) + printBalanceTable(os.Stdout, results) +
+		printGroupTable(os.Stdout, results, groupXDS, []string{"xds"}) + printGroupTable(os.Stdout, results, groupModels, modelStacks)
 	if *write != "" {
 		// The doc is written even when rollcall misses a target.
 		if err := writeDocFile(*write, results, goBenchmarks); err != nil {
@@ -105,6 +106,14 @@ func selectScenarios(list string) ([]scenario, error) {
 	}
 	var selected []scenario
 	for _, name := range strings.Split(list, ",") {
+		if name == groupXDS || name == groupModels {
+			for _, sc := range scenarios {
+				if sc.group == name {
+					selected = append(selected, sc)
+				}
+			}
+			continue
+		}
 		sc, ok := find(name)
 		if !ok {
 			var names []string
@@ -129,6 +138,9 @@ func runScenario(ctx context.Context, sc scenario, chosen []stack, bin string, t
 		}
 		done(r)
 		return
+	}
+	if sc.stacks != nil {
+		chosen = sc.stacks(bin)
 	}
 	if sc.policies {
 		// Balancing scenarios compare rollcall's policies, not stacks.

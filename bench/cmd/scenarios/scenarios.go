@@ -73,7 +73,18 @@ type scenario struct {
 	// runAlone, set instead of run, starts its own processes rather than a
 	// stack's greeters and client; it runs once, for rollcall.
 	runAlone func(ctx context.Context, bin string, short bool, r *result) error
+	// stacks, when set, are the stacks the scenario runs with.
+	stacks func(bin string) []stack
+	// group puts the scenario in a section of the doc and a table of its
+	// own, written only when a run has results of it.
+	group string
 }
+
+// Groups of scenarios with their own section.
+const (
+	groupXDS    = "xds"
+	groupModels = "models"
+)
 
 // target is what rollcall must reach in a scenario.
 type target struct {
@@ -266,6 +277,8 @@ var scenarios = []scenario{
 		}},
 	},
 }
+
+func init() { scenarios = slices.Concat(scenarios, xdsScenarios, modelsScenarios) }
 
 // find returns the scenario called name.
 func find(name string) (scenario, bool) {

@@ -31,6 +31,11 @@ type stack struct {
 	prefix func(service string) string
 	args   func(etcd []string, id string) []string
 	dial   func(cli *clientv3.Client, service string, obs *observer) (*grpc.ClientConn, error)
+	// dialEnv, set instead of dial, starts what the client needs besides
+	// etcd and the greeters (a control plane, a proxy) and dials through
+	// it; such a client's lists cannot be observed.
+	dialEnv func(e *env) (*grpc.ClientConn, error)
+	xdsBin  string // the control plane's binary, for dialEnv
 }
 
 // rollcallStack dials with call.Dial's defaults, or with another balancing

@@ -82,7 +82,7 @@ func collect(results []result, balancing bool) (order []scenario, byKey map[stri
 	byKey = map[string]result{}
 	for _, r := range results {
 		sc, ok := find(r.Scenario)
-		if !ok || sc.policies != balancing {
+		if !ok || sc.policies != balancing || sc.group != "" {
 			continue
 		}
 		if !slices.ContainsFunc(order, func(s scenario) bool { return s.name == sc.name }) {
@@ -91,4 +91,42 @@ func collect(results []result, balancing bool) (order []scenario, byKey map[stri
 		byKey[r.Scenario+"/"+r.Stack] = r
 	}
 	return order, byKey
+}
+
+// printGroupTable prints the scenarios of group that results hold, a
+// column per stack, and returns how many targets a stack missed.
+func printGroupTable(w io.Writer, results []result, group string, stacks []string) int {
+	var order []scenario
+	byKey := map[string]result{}
+	for _, r := range results {
+		sc, ok := find(r.Scenario)
+		if !ok || sc.group != group {
+			continue
+		}
+		if !slices.ContainsFunc(order, func(s scenario) bool { return s.name == sc.name }) {
+			order = append(order, sc)
+		}
+		byKey[r.Scenario+"/"+r.Stack] = r
+	}
+	if len(order) == 0 {
+		return 0
+	}
+	fmt.Fprintf(w, "\n| scenario | target | %s | meets target |\n|---|---|%s---|\n", strings.Join(stacks, " | "), strings.Repeat("---|", len(stacks)))
+	missed := 0
+	for _, sc := range order {
+		fmt.Fprintf(w, "| %s | %s |", sc.name, sc.target.text)
+		verdict := "-"
+		for _, st := range stacks {
+			text, met, ran := cell(sc, byKey, st)
+			fmt.Fprintf(w, " %s |", text)
+			switch {
+			case ran && !met:
+				verdict, missed = "**no**", missed+1
+			case ran && verdict == "-":
+				verdict = "yes"
+			}
+		}
+		fmt.Fprintf(w, " %s |\n", verdict)
+	}
+	return missed
 }

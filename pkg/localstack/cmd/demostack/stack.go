@@ -33,6 +33,7 @@ type stack struct {
 	etcd string // client endpoint, host:port
 	cli  *clientv3.Client
 	tls  struct{ greeter, client []string } // each side's environment for mutual TLS
+	xds  bool                               // the client calls through the xDS control plane (XDS=1)
 	// live, when set, is the live view: the client reports JSON snapshots
 	// to it, and the stack's lines and process exits become its events.
 	live  *tea.Program
@@ -101,7 +102,9 @@ func bringUp(ctx context.Context, n int, cfg stackConfig) (s *stack, err error) 
 	}
 	// The client starts once every greeter is in etcd, so that its first
 	// call is answered rather than told no instance is registered.
-	_, err = s.awaitKeys(ctx, true, keys...)
+	if _, err = s.awaitKeys(ctx, true, keys...); err == nil && os.Getenv("XDS") != "" {
+		err = s.startControlPlane(ctx)
+	}
 	return s, err
 }
 
@@ -117,6 +120,21 @@ func (s *stack) send(msg tea.Msg) {
 	if s.live != nil {
 		s.live.Send(msg)
 	}
+}
+
+// startControlPlane starts the xDS control plane (services/xds) and has
+// the client call through it (XDS=1).
+func (s *stack) startControlPlane(ctx context.Context) error {
+	addr, err := localstack.FreePort()
+	if err != nil {
+		return err
+	}
+	if _, err := s.start("xds", "xds", []string{"-listen", addr, "-id", "xds-1", "-services", "greeter"}, nil, nil); err != nil {
+		return err
+	}
+	s.xds = true
+	_, err = s.awaitKeys(ctx, true, "rollcall/xds/xds-1")
+	return err
 }
 
 // makeCerts writes a throwaway CA and certificates to .run/tls and turns
@@ -186,6 +204,9 @@ func (s *stack) startClient(args ...string) (*localstack.Process, error) {
 		view = "json"
 	}
 	args = append([]string{"-view", view, "-policy", clientPolicy(), "-snapshot-dir", filepath.Join(runDir, "snapshots")}, args...)
+	if s.xds {
+		args = append(args, "-xds")
+	}
 	return s.start("client", "client", args, s.tls.client, s.tapClient)
 }
 

@@ -48,7 +48,7 @@ func wireCaller(configConfig *config.Config, logger *slog.Logger) (*caller.Calle
 		cleanup()
 		return nil, nil, err
 	}
-	clientConnInterface, cleanup3, err := greeter.NewConn(target, builder, telemetryTelemetry)
+	clientConnInterface, cleanup3, err := greeter.NewConn(target, builder, client, telemetryTelemetry)
 	if err != nil {
 		cleanup2()
 		cleanup()

@@ -47,6 +47,9 @@ type Target struct {
 	// SnapshotDir, when set, keeps the last list of each service read
 	// from etcd there, to start from when etcd is down at start.
 	SnapshotDir string
+	// XDS calls through the xDS control planes (services/xds) instead:
+	// those registered in etcd, or those $GRPC_XDS_BOOTSTRAP names.
+	XDS bool
 }
 
 // Calls is what the client calls with, and how often.
@@ -77,6 +80,7 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (*Config, 
 		"service": "TARGET_SERVICE", "namespace": "DISCOVERY_NAMESPACE", "mode": "CLIENT_MODE", "rate": "CLIENT_RATE",
 		"concurrency": "CLIENT_CONCURRENCY", "duration": "CLIENT_DURATION", "timeout": "CLIENT_TIMEOUT",
 		"view": "CLIENT_VIEW", "policy": "CLIENT_POLICY", "snapshot-dir": "DISCOVERY_SNAPSHOT_DIR",
+		"xds": "CLIENT_XDS",
 	}
 	c.Etcd.RegisterFlags(fs, env)
 	fs.StringVar(&target.Service, "service", target.Service, "service to call")
@@ -92,6 +96,7 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (*Config, 
 		"table (redrawn in place), lines, json (a snapshot per interval, for a program that draws its own view), none, or auto (table on a terminal)")
 	fs.StringVar(&target.SnapshotDir, "snapshot-dir", target.SnapshotDir,
 		"directory for the last list of each service read from etcd, used when etcd is down at start (off when empty)")
+	fs.BoolVar(&target.XDS, "xds", false, "call through the xDS control planes registered in etcd (as xds), or named by $GRPC_XDS_BOOTSTRAP")
 	call.RegisterTLSFlags(&target.TLS, fs, env)
 	c.Log.RegisterFlags(fs, env)
 	c.Telemetry.RegisterFlags(fs, env)

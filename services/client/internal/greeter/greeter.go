@@ -2,7 +2,10 @@
 package greeter
 
 import (
+	"context"
 	"log/slog"
+	"os"
+	"time"
 
 	"github.com/google/wire"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -10,6 +13,7 @@ import (
 
 	greeterv1 "github.com/rollcall/rollcall/api/greeter/v1"
 	"github.com/rollcall/rollcall/pkg/call"
+	"github.com/rollcall/rollcall/pkg/call/callxds"
 	"github.com/rollcall/rollcall/pkg/discovery/resolve"
 	"github.com/rollcall/rollcall/pkg/telemetry"
 	"github.com/rollcall/rollcall/services/client/internal/config"
@@ -31,7 +35,10 @@ func NewResolver(cfg config.Target, etcd *clientv3.Client, log *slog.Logger, tel
 
 // NewConn dials the configured service, its calls observed by tel; the
 // cleanup closes the connection.
-func NewConn(cfg config.Target, rb *resolve.Builder, tel *telemetry.Telemetry) (grpc.ClientConnInterface, func(), error) {
+func NewConn(cfg config.Target, rb *resolve.Builder, etcd *clientv3.Client, tel *telemetry.Telemetry) (grpc.ClientConnInterface, func(), error) {
+	if cfg.XDS {
+		return dialXDS(cfg, etcd, tel)
+	}
 	opts := []call.Option{call.WithTLS(cfg.TLS)}
 	if cfg.Policy != "" {
 		opts = append(opts, call.WithPolicy(cfg.Policy))
@@ -39,6 +46,31 @@ func NewConn(cfg config.Target, rb *resolve.Builder, tel *telemetry.Telemetry) (
 	opts = append(opts, tel.CallOptions()...)
 	opts = append(opts, call.WithDialOptions(tel.DialOptions()...))
 	conn, err := call.Dial(rb, cfg.Service, opts...)
+	if err != nil {
+		return nil, nil, err
+	}
+	return conn, func() { conn.Close() }, nil
+}
+
+// dialXDS dials through xDS, with the bootstrap $GRPC_XDS_BOOTSTRAP names
+// or, without it, one naming the control planes registered in etcd.
+func dialXDS(cfg config.Target, etcd *clientv3.Client, tel *telemetry.Telemetry) (grpc.ClientConnInterface, func(), error) {
+	opts := []callxds.Option{callxds.WithDialOptions(tel.DialOptions()...)}
+	if os.Getenv("GRPC_XDS_BOOTSTRAP") == "" && os.Getenv("GRPC_XDS_BOOTSTRAP_CONFIG") == "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		servers, err := callxds.ControlPlanes(ctx, etcd, cfg.Namespace, "xds")
+		if err != nil {
+			return nil, nil, err
+		}
+		host, _ := os.Hostname()
+		bootstrap, err := callxds.Bootstrap("client@"+host, servers...)
+		if err != nil {
+			return nil, nil, err
+		}
+		opts = append(opts, callxds.WithBootstrap(bootstrap))
+	}
+	conn, err := callxds.Dial(cfg.Service, opts...)
 	if err != nil {
 		return nil, nil, err
 	}
