@@ -4,6 +4,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -17,8 +18,11 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
+
+	"github.com/rollcall/rollcall/pkg/etcdtest"
 )
 
 // binDir holds the binaries the tests run: demostack built from this
@@ -37,10 +41,10 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binDir = dir
-	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+	goleak.VerifyTestMain(m, append(etcdtest.IgnoredGoroutines(), goleak.Cleanup(func(code int) {
 		os.RemoveAll(dir)
 		os.Exit(code)
-	}))
+	}))...)
 }
 
 func buildBinaries(dir string) error {
@@ -217,16 +221,16 @@ type upProcess struct {
 	err    error
 }
 
-// startUp starts `demostack up` in root, and returns once the client has
-// made calls.
-func startUp(t *testing.T, root string) *upProcess {
+// startUp starts `demostack up` in root, with env added to its
+// environment, and returns once the client has made calls.
+func startUp(t *testing.T, root string, env ...string) *upProcess {
 	t.Helper()
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(filepath.Join(root, "bin", "demostack"), "up")
-	cmd.Dir, cmd.Env, cmd.Stdout, cmd.Stderr = root, cleanEnv(), w, w
+	cmd.Dir, cmd.Env, cmd.Stdout, cmd.Stderr = root, cleanEnv(env...), w, w
 	// Its own group: a signal the test sends reaches it alone.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	err = cmd.Start()
@@ -464,9 +468,9 @@ func TestDemosActOnTheRunningStack(t *testing.T) {
 	assertStopped(t, root, before)
 }
 
-func runDemostack(root, command string) (string, error) {
+func runDemostack(root, command string, env ...string) (string, error) {
 	cmd := exec.Command(filepath.Join(root, "bin", "demostack"), command)
-	cmd.Dir, cmd.Env = root, cleanEnv()
+	cmd.Dir, cmd.Env = root, cleanEnv(env...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
@@ -501,4 +505,68 @@ func TestDemoWithoutAStackStartsItsOwn(t *testing.T) {
 		}
 	}
 	assertStopped(t, root, nil)
+}
+
+// up's settings, as README gives them: GREETERS, TLS=1, ETCD_ENDPOINTS.
+func TestUpSettings(t *testing.T) {
+	external := etcdtest.Start(t)
+	for _, tt := range []struct {
+		name   string
+		env    []string
+		says   string   // a line of the stack's own
+		procs  []string // what the PID file lists
+		absent []string // what it must not list
+	}{
+		{"GREETERS=2", []string{"GREETERS=2"}, "greeter-2", []string{"etcd", "greeter-1", "greeter-2", "client"}, []string{"greeter-3"}},
+		{"TLS=1", []string{"TLS=1"}, "mutual TLS between the client and the greeters", []string{"etcd", "greeter-1", "greeter-2", "greeter-3", "client"}, nil},
+		{"ETCD_ENDPOINTS", []string{"ETCD_ENDPOINTS=" + external.Endpoint()}, "using etcd at " + strings.TrimPrefix(external.Endpoint(), "http://"),
+			[]string{"greeter-1", "greeter-2", "greeter-3", "client"}, []string{"etcd"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			root := newRoot(t)
+			u := startUp(t, root, tt.env...)
+			u.out.await(t, 0, tt.says, 10*time.Second)
+			pids := mustRunning(t, root, tt.procs...)
+			for _, name := range tt.absent {
+				if _, ok := pids[name]; ok {
+					t.Errorf("PID file lists %s: %v", name, pids)
+				}
+			}
+			if tt.name == "ETCD_ENDPOINTS" {
+				resp, err := external.Client().Get(context.Background(), "rollcall/greeter/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+				if err != nil || resp.Count != 3 {
+					t.Errorf("greeters registered in the given etcd: %v (%v), want 3", resp.Count, err)
+				}
+			}
+			u.cmd.Process.Signal(syscall.SIGINT)
+			if err := u.wait(t, 60*time.Second); err != nil {
+				t.Errorf("up exited with %v, want status 0", err)
+			}
+			assertStopped(t, root, pids)
+		})
+	}
+}
+
+// DETACH=1: up returns while the stack runs on, its output in
+// .run/logs/up.log, until down stops it.
+func TestDetachedUpRunsUntilDown(t *testing.T) {
+	root := newRoot(t)
+	if out, err := runDemostack(root, "up", "DETACH=1"); err != nil {
+		t.Fatalf("DETACH=1 up: %v\n%s", err, out)
+	}
+	pids := mustPIDs(t, root)
+	logFile := filepath.Join(root, ".run", "logs", "up.log")
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) { // a file gives no event
+		if data, _ := os.ReadFile(logFile); strings.Contains(string(data), "call 2:") {
+			break
+		}
+		if time.Now().After(deadline) {
+			data, _ := os.ReadFile(logFile)
+			t.Fatalf("no call in %s within 60s:\n%s", logFile, data)
+		}
+	}
+	if out, err := runDemostack(root, "down"); err != nil {
+		t.Fatalf("down: %v\n%s", err, out)
+	}
+	assertStopped(t, root, pids)
 }
