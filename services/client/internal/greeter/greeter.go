@@ -35,6 +35,9 @@ func NewConn(cfg config.Target, rb *resolve.Builder, tel *telemetry.Telemetry) (
 	if cfg.Policy != "" {
 		opts = append(opts, call.WithPolicy(cfg.Policy))
 	}
+	if cfg.Zone != "" {
+		opts = append(opts, call.WithZone(cfg.Zone))
+	}
 	opts = append(opts, tel.CallOptions()...)
 	opts = append(opts, call.WithDialOptions(tel.DialOptions()...))
 	conn, err := call.Dial(rb, cfg.Service, opts...)
