@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -22,7 +23,15 @@ const committedDoc = "../../../docs/benchmarks.md"
 // pairs, the client's CPU per call) and its description.
 const changedRow = "| throughput |"
 
+// newScenarios postdate the committed run: the doc is made as it was
+// without them (their rows, and their names among the scenarios that
+// count attempts), until a full run writes it again.
+var newScenarios = []string{"zone", "zone-short", "zone-down", "bad-deploy", "panic", "slow-start"}
+
 func TestWriteDocRemakesTheCommittedDoc(t *testing.T) {
+	all := scenarios
+	scenarios = slices.DeleteFunc(slices.Clone(scenarios), func(sc scenario) bool { return slices.Contains(newScenarios, sc.name) })
+	t.Cleanup(func() { scenarios = all })
 	raw, err := os.ReadFile(committedDoc)
 	if err != nil {
 		t.Fatal(err)
