@@ -45,6 +45,9 @@ func run() error {
 		return demo(ctx, scaleUp)
 	case "rolling":
 		return demo(ctx, rollingReplace)
+	case "bad-deploy": // round_robin never ejects: the client balances with rollcall's default
+		os.Setenv("CLIENT_POLICY", "rollcall_p2c_ewma")
+		return demo(ctx, badDeploy)
 	}
 	return fmt.Errorf("unknown command %q: want up, down, kill, scale or rolling", os.Args[1])
 }
