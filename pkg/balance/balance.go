@@ -170,6 +170,9 @@ func (lb *loadAware) UpdateClientConnState(s balancer.ClientConnState) error {
 	if s.BalancerConfig != nil {
 		lb.cfg = s.BalancerConfig
 		lb.setTraffic(lb.cfg)
+		for _, st := range lb.byAddr {
+			st.out.windowEnd.Store(0) // the rules may have changed: every answer counts until an interval begins
+		}
 	}
 	tell := lb.observe(s.ResolverState.Attributes)
 	kept := lb.vanished.update(s.ResolverState.Endpoints, lb.ready, time.Now(), vanishGrace(lb.cfg), lb.target)
@@ -316,7 +319,7 @@ func (lb *loadAware) UpdateState(state balancer.State) {
 // first. The usual case copies nothing.
 func candidates(pool []endpoint, a *Attempt, now time.Duration, wider []endpoint) []endpoint {
 	out := pool
-	if slices.ContainsFunc(pool, func(ep endpoint) bool { return ep.isStalled(now) }) {
+	if anyStalled(pool, now) {
 		out = filter(pool, func(ep endpoint) bool { return !ep.isStalled(now) })
 	}
 	if a != nil && a.avoid[0] != nil {
@@ -329,6 +332,17 @@ func candidates(pool []endpoint, a *Attempt, now time.Duration, wider []endpoint
 		}
 	}
 	return out
+}
+
+// anyStalled reports whether an instance of eps is stalled at now. On every
+// pick: a loop that copies no endpoint.
+func anyStalled(eps []endpoint, now time.Duration) bool {
+	for i := range eps {
+		if eps[i].state.stalledAt(now) {
+			return true
+		}
+	}
+	return false
 }
 
 // filter returns the endpoints keep accepts, or eps if it accepts none.

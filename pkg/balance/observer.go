@@ -92,7 +92,7 @@ type FleetStatus struct {
 	Zone      string // the client's, "" when zone-aware routing is off
 	Instances int    // in the resolver's list (and kept beside it)
 	Ready     int
-	// Calls are the attempts sent that ended with an answer or a failure.
+	// Calls are the attempts sent to the instances, counted as they end.
 	Calls     ByZone
 	Ejected   ByZone // instances ejected now
 	Ejections ByZone // ejections so far

@@ -111,9 +111,18 @@ func (o *outlierStats) ejected(now time.Duration) bool {
 	return u != 0 && now < time.Duration(u)
 }
 
+// answered is account for an answer, the usual end of an attempt: two
+// loads, inlined, unless a failure was counted before it or the failure
+// percentage's interval is over.
+func (st *addrState) answered(now time.Duration) {
+	if st.out.consecutive.Load() != 0 || int64(now) >= st.out.windowEnd.Load() {
+		st.account(success, now)
+	}
+}
+
 // account counts one finished attempt of st (stats.ended counts them
 // all) and, when a count crosses a rule's line, has the balancer decide
-// again. An ordinary answer costs three loads.
+// again.
 func (st *addrState) account(o outcome, now time.Duration) {
 	lb := st.lb
 	if lb == nil || o == neutral {
@@ -122,6 +131,7 @@ func (st *addrState) account(o outcome, now time.Duration) {
 	out := &st.out
 	t := lb.traffic.Load()
 	if t == nil || !t.OutlierEjection.enabled() {
+		out.windowEnd.Store(math.MaxInt64) // answers need not come here
 		return
 	}
 	rules := &t.OutlierEjection
@@ -140,7 +150,10 @@ func (st *addrState) account(o outcome, now time.Duration) {
 	case timedOut:
 		out.timeouts.Add(1)
 	}
-	if rules.FailurePercentage > 0 && int64(now) >= out.windowEnd.Load() {
+	switch {
+	case rules.FailurePercentage <= 0:
+		out.windowEnd.Store(math.MaxInt64) // no interval to end
+	case int64(now) >= out.windowEnd.Load():
 		lb.endInterval(st, now)
 	}
 }

@@ -87,7 +87,11 @@ func (r *pickRecord) finish(di balancer.DoneInfo, c cut) {
 		hadTime = r.deadline-now > max(10*time.Millisecond, total/10)
 	}
 	sample := now - r.start
-	r.st.account(outcomeOf(di, c), now)
+	if di.Err == nil && di.BytesReceived && c == notCut {
+		r.st.answered(now) // the usual end, without a call
+	} else {
+		r.st.account(outcomeOf(di, c), now)
+	}
 	v := judge(di, c, hadTime)
 	if v == answered || v == failed {
 		// To the millisecond: a store per answer would have every caller's

@@ -52,29 +52,35 @@ func (v *view) wider() []endpoint {
 
 // viewer keeps a picker's view.
 type viewer struct {
-	eps  []endpoint
-	lb   *loadAware // nil for a picker made alone, in tests: always plain
-	view atomic.Pointer[view]
-	mu   sync.Mutex // one rebuild at a time
+	eps   []endpoint
+	lb    *loadAware     // nil for a picker made alone, in tests: always plain
+	epoch *atomic.Uint64 // &lb.epoch, or one that never moves
+	view  atomic.Pointer[view]
+	mu    sync.Mutex // one rebuild at a time
 }
+
+// noEpoch is the epoch of a picker without a balancer.
+var noEpoch atomic.Uint64
 
 // newViewer returns the viewer of a picker over eps, which it owns.
 func newViewer(eps []endpoint, lb *loadAware) *viewer {
 	for i := range eps {
 		eps[i].idx = int32(i)
 	}
-	w := &viewer{eps: eps, lb: lb}
+	w := &viewer{eps: eps, lb: lb, epoch: &noEpoch}
 	if lb == nil {
 		w.view.Store(&view{plain: true, until: forever})
+	} else {
+		w.epoch = &lb.epoch
+		w.view.Store(&view{}) // out of date: the first pick builds one
 	}
 	return w
 }
 
 // current returns the view for a pick at now, rebuilding it if it is out
-// of date.
+// of date. Small enough to be inlined: it is on every pick.
 func (w *viewer) current(now time.Duration) *view {
-	v := w.view.Load()
-	if v != nil && (w.lb == nil || v.epoch == w.lb.epoch.Load()) && now < v.until {
+	if v := w.view.Load(); v.epoch == w.epoch.Load() && now < v.until {
 		return v
 	}
 	return w.rebuild(now)
@@ -83,7 +89,7 @@ func (w *viewer) current(now time.Duration) *view {
 func (w *viewer) rebuild(now time.Duration) *view {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if v := w.view.Load(); v != nil && v.epoch == w.lb.epoch.Load() && now < v.until {
+	if v := w.view.Load(); v.epoch == w.epoch.Load() && now < v.until {
 		return v // another pick rebuilt it
 	}
 	v := buildView(w.eps, w.lb.snapshot(now), now)

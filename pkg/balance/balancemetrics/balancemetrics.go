@@ -4,8 +4,8 @@
 // instance when the client has no zone; zone="other": the other zones),
 // never per instance:
 //
-//   - rollcall_balance_calls_total{service,zone}: attempts sent that ended
-//     with an answer or a failure;
+//   - rollcall_balance_calls_total{service,zone}: attempts sent to the
+//     zone's instances (counted as they end);
 //   - rollcall_balance_ejected_instances{service,zone}: instances ejected
 //     now (outlier ejection);
 //   - rollcall_balance_ejections_total{service,zone}: ejections so far;
@@ -53,7 +53,7 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 	zoned := []string{"service", "zone"}
 	m := &Metrics{
 		calls: prometheus.NewDesc("rollcall_balance_calls_total",
-			"Attempts sent that ended with an answer or a failure, by zone: local (the client's zone, or no zone) or other.", zoned, nil),
+			"Attempts sent to instances, counted as they end, by zone: local (the client's zone, or no zone) or other.", zoned, nil),
 		ejected: prometheus.NewDesc("rollcall_balance_ejected_instances",
 			"Instances ejected now by outlier ejection, by zone.", zoned, nil),
 		ejections: prometheus.NewDesc("rollcall_balance_ejections_total",
