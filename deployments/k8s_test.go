@@ -353,6 +353,8 @@ func checkServiceContainer(t *testing.T, w workload, c corev1.Container, h binar
 		}
 	}
 
+	checkZone(t, where, h, env)
+
 	if _, listens := h.defaults["listen"]; !listens {
 		return
 	}
@@ -404,6 +406,28 @@ func checkServiceContainer(t *testing.T, w workload, c corev1.Container, h binar
 			t.Errorf("%s: want a RollingUpdate with maxUnavailable 0: a new instance joins before an old one leaves", w.where)
 		}
 	}
+}
+
+// zoneLabel is where the downward API reads the node's zone: the API
+// server copies the node's topology.kubernetes.io/zone label onto the pod
+// when it binds it to the node (KEP-4742).
+const zoneLabel = "metadata.labels['topology.kubernetes.io/zone']"
+
+// checkZone: a binary with a -zone flag (the client's zone, an
+// instance's registered zone) has it from the node's zone label, through
+// the variable it reads for it.
+func checkZone(t *testing.T, where string, h binaryHelp, env map[string]string) {
+	t.Helper()
+	for variable, flagName := range h.env {
+		if flagName != "zone" {
+			continue
+		}
+		if got := env[variable]; got != "<"+zoneLabel+">" {
+			t.Errorf("%s: %s is %q; want it from the downward API's %s, for zone-aware routing", where, variable, got, zoneLabel)
+		}
+		return
+	}
+	t.Errorf("%s: the binary has no -zone flag with an environment variable", where)
 }
 
 func orDefault(v, def int32) int32 {

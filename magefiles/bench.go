@@ -6,8 +6,8 @@ import (
 	"github.com/magefile/mage/mg"
 )
 
-// Aliases lets `mage bench` run every scenario.
-var Aliases = map[string]any{"bench": Bench.All}
+// Aliases lets `mage bench` run every scenario, and `mage demo:bad-deploy` name its demo as the docs do.
+var Aliases = map[string]any{"bench": Bench.All, "demo:bad-deploy": Demo.BadDeploy}
 
 // Bench measures discovery under failure and scale, rollcall beside etcd's naming package.
 type Bench mg.Namespace

@@ -13,3 +13,6 @@ func (Demo) Scale() error { return demostack("scale") }
 
 // Rolling replaces every greeter in turn (start the new one, then SIGTERM the old): no call fails.
 func (Demo) Rolling() error { return demostack("rolling") }
+
+// BadDeploy starts a greeter that answers INTERNAL to every call: the client's policy ejects it after five failures in a row.
+func (Demo) BadDeploy() error { return demostack("bad-deploy") }

@@ -12,7 +12,10 @@ import (
 const MaxAvoid = 2
 
 // A Fleet is what one balancer knows of its instances now.
-type Fleet struct{ ready atomic.Int32 }
+type Fleet struct {
+	ready atomic.Int32
+	lb    *loadAware
+}
 
 // Ready is how many instances have a ready connection; -1 once the
 // balancer closed (a new one may have replaced it: gRPC's idle mode).
@@ -159,6 +162,9 @@ func (st *addrState) remove(a *Attempt) {
 // st to its caller to cut. The lock is held throughout, so an attempt
 // cannot finish (and be reused) while its OnStall runs.
 func (st *addrState) Stalled() {
+	if st.lb != nil {
+		st.lb.epoch.Add(1) // its zone loses its capacity; it counts toward panic mode
+	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	for a := st.inflight; a != nil; a = a.next {

@@ -26,10 +26,21 @@
 //
 // Both skip an instance whose heartbeat stopped (a stopped or stuck
 // process: see package liveness) until it beats again, unless every
-// instance stopped. When most or all instances leave the resolver's list
-// at once while their connections are ready and serving (their keys
-// expired because they lost etcd, not because they stopped), both keep
-// them for VanishGrace.
+// instance stopped.
+//
+// When most or all instances leave the resolver's list at once while
+// their connections are ready and serving (their keys expired because
+// they lost etcd, not because they stopped), both keep them for
+// VanishGrace.
+//
+// Both manage traffic as Envoy does (Traffic; each part can be turned
+// off): zone-aware routing with failover, when the client's zone is set
+// (zone.go); outlier ejection, with a panic threshold past which ejection
+// gives way to balancing over every instance (outlier.go); slow start of
+// an instance that joins while others serve (slowstart.go). With every
+// instance healthy, one zone and none starting, a pick costs what it did
+// without them (view.go). An Observer (WithObserver) reads what they do,
+// for metrics.
 //
 // A caller can steer and follow each attempt of a call through an Attempt
 // in the attempt's context (WithAttempt; package call does): which
@@ -41,8 +52,10 @@ package balance
 
 import (
 	"encoding/json"
+	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/balancer"
@@ -69,7 +82,11 @@ func init() {
 // endpoint is what a picker knows of one ready instance.
 type endpoint struct {
 	picker balancer.Picker // the instance's pick_first picker
+	// weight is the registered weight; in a view with an instance in slow
+	// start, every weight is scaled by rampScale and the starting ones'
+	// lowered.
 	weight uint32
+	idx    int32 // its index in the picker's instances (newViewer sets it)
 	state  *addrState
 	stats  *stats // &state.stats
 	fleet  *Fleet
@@ -78,7 +95,7 @@ type endpoint struct {
 type builder struct {
 	name      string
 	parse     func(json.RawMessage) (serviceconfig.LoadBalancingConfig, error)
-	newPicker func(eps []endpoint, cfg serviceconfig.LoadBalancingConfig) balancer.Picker
+	newPicker func(eps []endpoint, cfg serviceconfig.LoadBalancingConfig, lb *loadAware) balancer.Picker
 }
 
 func (b builder) Name() string { return b.name }
@@ -89,7 +106,10 @@ func (b builder) ParseConfig(js json.RawMessage) (serviceconfig.LoadBalancingCon
 
 func (b builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balancer.Balancer {
 	cfg, _ := b.parse(nil) // the defaults, until the service config's arrives
-	lb := &loadAware{ClientConn: cc, builder: b, cfg: cfg, byAddr: map[string]*addrState{}, target: opts.Target.String()}
+	lb := &loadAware{ClientConn: cc, builder: b, cfg: cfg, byAddr: map[string]*addrState{}, target: opts.Target.String(),
+		zoneOf: map[string]string{}, listed: map[string]bool{}, arrivals: map[string]bool{}}
+	lb.fleet.lb = lb
+	lb.setTraffic(cfg)
 	lb.child = endpointsharding.NewBalancer(lb, opts, balancer.Get(pickfirst.Name).Build, endpointsharding.Options{})
 	return lb
 }
@@ -104,6 +124,14 @@ type loadAware struct {
 	fleet Fleet
 
 	target string
+	logger *slog.Logger // nil: slog.Default(), read when it logs
+
+	// traffic is the config's Traffic, read on the attempt path.
+	traffic atomic.Pointer[trafficConfig]
+	// epoch changes when what picks choose from changes while the picker
+	// stays (an ejection, a stall, panic mode): pickers rebuild their view.
+	epoch atomic.Uint64
+	panic atomic.Bool
 
 	mu       sync.Mutex
 	cfg      serviceconfig.LoadBalancingConfig
@@ -112,16 +140,49 @@ type loadAware struct {
 	vanished vanished
 	expiry   *time.Timer // asks the resolver again when a kept instance's grace ends
 	closed   bool
+	observed *observed // who reads the balancer's figures, if anyone
+
+	zoneOf      map[string]string // each address's zone, from the resolver's list
+	zones       int               // distinct zones of the list, the client's included
+	listed      map[string]bool   // addresses of the resolver's list (and kept beside it)
+	arrivals    map[string]bool   // listed while another instance was ready: to start slowly
+	readySince  time.Duration     // when the first instance was ready (liveness.Now); 0: none is
+	nextReturn  time.Duration     // when the first ejection ends
+	panics      int64             // times panic mode began
+	panicLogged time.Duration
+	ejections   [2]int64 // ejections so far, of local and other instances
+	retired     [2]int64 // calls of instances no longer kept, local and other
+}
+
+// trafficConfig is Traffic as the balancer applies it.
+type trafficConfig struct {
+	Traffic
+	slowFactor float64 // beyond this many times its peers' latency, an instance is slow
+}
+
+func (lb *loadAware) setTraffic(cfg serviceconfig.LoadBalancingConfig) {
+	t, slow := trafficOf(cfg)
+	lb.traffic.Store(&trafficConfig{Traffic: t, slowFactor: slow})
 }
 
 func (lb *loadAware) UpdateClientConnState(s balancer.ClientConnState) error {
 	lb.mu.Lock()
 	if s.BalancerConfig != nil {
 		lb.cfg = s.BalancerConfig
+		lb.setTraffic(lb.cfg)
+		for _, st := range lb.byAddr {
+			st.out.windowEnd.Store(0) // the rules may have changed: every answer counts until an interval begins
+		}
 	}
+	tell := lb.observe(s.ResolverState.Attributes)
 	kept := lb.vanished.update(s.ResolverState.Endpoints, lb.ready, time.Now(), vanishGrace(lb.cfg), lb.target)
 	lb.armExpiry()
+	lb.learnZones(s.ResolverState.Endpoints, kept)
+	lb.noteArrivals(lb.zoneOf)
+	lb.reconcile(liveness.Now())
+	lb.epoch.Add(1) // the client's zone, the zones or the config may have changed
 	lb.mu.Unlock()
+	tell()
 	rs := s.ResolverState
 	if len(kept) > 0 {
 		rs.Endpoints = append(slices.Clone(rs.Endpoints), kept...)
@@ -151,6 +212,13 @@ func (lb *loadAware) UpdateSubConnState(balancer.SubConn, balancer.SubConnState)
 
 func (lb *loadAware) Close() {
 	lb.mu.Lock()
+	obs := lb.observed
+	lb.observed = nil
+	lb.mu.Unlock()
+	if obs != nil {
+		obs.obs.BalancerClosed(obs.service, &lb.fleet) // while its figures can still be read
+	}
+	lb.mu.Lock()
 	lb.closed = true
 	if lb.expiry != nil {
 		lb.expiry.Stop()
@@ -166,6 +234,7 @@ func (lb *loadAware) state(addr string) *addrState {
 	st, ok := lb.byAddr[addr]
 	if !ok {
 		st = &addrState{lb: lb}
+		st.setZone(lb.zoneOf[addr])
 		st.stats.lastAnswer.Store(int64(liveness.Now())) // silence counts from its arrival
 		lb.byAddr[addr] = st
 	}
@@ -188,10 +257,12 @@ func (lb *loadAware) NewSubConn(addrs []resolver.Address, opts balancer.NewSubCo
 		switch s.ConnectivityState {
 		case connectivity.Ready:
 			st.watch(liveness.WatchSubConn(sc))
+			lb.becameReady(addr, st, liveness.Now())
 		case connectivity.Shutdown:
 			lb.mu.Lock()
 			if lb.byAddr[addr] == st {
 				delete(lb.byAddr, addr)
+				lb.retired[lb.localIndex(st)] += st.stats.ended.Load()
 			}
 			lb.mu.Unlock()
 		}
@@ -227,51 +298,73 @@ func (lb *loadAware) UpdateState(state balancer.State) {
 	lb.fleet.ready.Store(int32(len(ready)))
 	lb.mu.Lock()
 	lb.ready = readyAddrs
+	if len(ready) == 0 {
+		lb.readySince = 0 // none serves: those that come are all new
+	}
+	cfg := lb.cfg
 	lb.mu.Unlock()
 	if len(ready) == 0 {
 		lb.ClientConn.UpdateState(state)
 		return
 	}
 	seed(ready)
-	lb.mu.Lock()
-	cfg := lb.cfg
-	lb.mu.Unlock()
-	lb.ClientConn.UpdateState(balancer.State{ConnectivityState: connectivity.Ready, Picker: lb.builder.newPicker(ready, cfg)})
+	lb.ClientConn.UpdateState(balancer.State{ConnectivityState: connectivity.Ready, Picker: lb.builder.newPicker(ready, cfg, lb)})
 }
 
-// candidates returns the endpoints an attempt may go to: those whose
-// heartbeat has not stopped, less those the attempt avoids (a). Each
+// candidates returns the endpoints of pool an attempt may go to: those
+// whose heartbeat has not stopped, less those the attempt avoids (a). Each
 // filter applies only while it leaves an endpoint: better a stalled or
-// avoided instance than none. The usual case copies nothing.
-func candidates(eps []endpoint, a *Attempt, now time.Duration) []endpoint {
-	out := eps
-	if slices.ContainsFunc(eps, func(ep endpoint) bool { return ep.isStalled(now) }) {
-		out = filter(eps, func(ep endpoint) bool { return !ep.isStalled(now) })
+// avoided instance than none, except that an attempt that would have only
+// instances it avoids in its zone's pool looks in wider (every zone's)
+// first. The usual case copies nothing.
+func candidates(pool []endpoint, a *Attempt, now time.Duration, wider []endpoint) []endpoint {
+	out := pool
+	if anyStalled(pool, now) {
+		out = filter(pool, func(ep endpoint) bool { return !ep.isStalled(now) })
 	}
 	if a != nil && a.avoid[0] != nil {
-		out = filter(out, func(ep endpoint) bool { return !a.avoids(ep.state) })
+		kept := keep(out, func(ep endpoint) bool { return !a.avoids(ep.state) })
+		if len(kept) == 0 && wider != nil {
+			return candidates(wider, a, now, nil)
+		}
+		if len(kept) > 0 {
+			out = kept
+		}
 	}
 	return out
+}
+
+// anyStalled reports whether an instance of eps is stalled at now. On every
+// pick: a loop that copies no endpoint.
+func anyStalled(eps []endpoint, now time.Duration) bool {
+	for i := range eps {
+		if eps[i].state.stalledAt(now) {
+			return true
+		}
+	}
+	return false
 }
 
 // filter returns the endpoints keep accepts, or eps if it accepts none.
-func filter(eps []endpoint, keep func(endpoint) bool) []endpoint {
+func filter(eps []endpoint, accept func(endpoint) bool) []endpoint {
+	if out := keep(eps, accept); len(out) > 0 {
+		return out
+	}
+	return eps
+}
+
+// keep returns the endpoints accept accepts, in a new slice.
+func keep(eps []endpoint, accept func(endpoint) bool) []endpoint {
 	out := make([]endpoint, 0, len(eps))
 	for _, ep := range eps {
-		if keep(ep) {
+		if accept(ep) {
 			out = append(out, ep)
 		}
-	}
-	if len(out) == 0 {
-		return eps
 	}
 	return out
 }
 
-func (ep endpoint) isStalled(now time.Duration) bool {
-	hb := ep.state.heartbeat.Load()
-	return hb != nil && (*hb).Stalled(now)
-}
+func (ep endpoint) isStalled(now time.Duration) bool { return ep.state.stalledAt(now) }
 
 // track picks ep through its pick_first picker and accounts for the
 // attempt until its Done: calls in flight, and the latency or failure it
@@ -281,7 +374,7 @@ func track(ep endpoint, info balancer.PickInfo, a *Attempt, live int, penalty, s
 	if err != nil {
 		return res, err
 	}
-	ep.stats.inflight.Add(1)
+	ep.stats.picked.Add(1)
 	if a != nil {
 		res.Done = a.begin(ep, info, start, live, ep.fleet, res.Done, penalty)
 		return res, nil

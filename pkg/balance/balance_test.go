@@ -12,8 +12,10 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/rollcall/rollcall/pkg/balance"
 	"github.com/rollcall/rollcall/pkg/discovery"
@@ -39,6 +41,9 @@ type backend struct {
 	paused  atomic.Bool
 	resume  chan struct{}
 	mu      sync.Mutex
+	// failCode, when not OK, is the code Check answers with.
+	failCode atomic.Uint32
+	calls    atomic.Int64 // Check calls
 }
 
 func (b *backend) wait(ctx context.Context) error {
@@ -59,7 +64,11 @@ func (b *backend) Check(ctx context.Context, _ *healthpb.HealthCheckRequest) (*h
 	if err := b.wait(ctx); err != nil {
 		return nil, err
 	}
+	b.calls.Add(1)
 	time.Sleep(b.latency) // the backend's service time, not synchronization
+	if c := codes.Code(b.failCode.Load()); c != codes.OK {
+		return nil, status.Error(c, "injected failure")
+	}
 	grpc.SetHeader(ctx, metadata.Pairs("instance-id", b.id))
 	return &healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}, nil
 }
@@ -153,6 +162,9 @@ func spread(client healthpb.HealthClient, n int, deadline time.Duration) map[str
 		cancel()
 		if err != nil {
 			counts["error"]++
+			if status.Code(err) == codes.NotFound {
+				counts["notfound"]++
+			}
 			continue
 		}
 		counts[md.Get("instance-id")[0]]++

@@ -15,9 +15,30 @@ type addrState struct {
 	stats     stats
 	heartbeat atomic.Pointer[heartbeat] // nil before its connection is ready
 	lb        *loadAware                // the balancer that keeps it
+	out       outlierStats
+	// rampFrom is liveness.Now when its slow start began; 0: none.
+	rampFrom atomic.Int64
 
 	mu       sync.Mutex
 	inflight *Attempt // list of cuttable attempts, linked through Attempt.next
+
+	zone atomic.Pointer[string] // as registered, from the resolver's list
+
+	everReady bool // under lb.mu
+}
+
+// zoneName is the zone the instance registered, "" for none.
+func (st *addrState) zoneName() string {
+	if z := st.zone.Load(); z != nil {
+		return *z
+	}
+	return ""
+}
+
+func (st *addrState) setZone(zone string) {
+	if st.zoneName() != zone {
+		st.zone.Store(&zone)
+	}
 }
 
 // heartbeat is what picks ask of an instance's heartbeat watch
@@ -25,6 +46,12 @@ type addrState struct {
 type heartbeat interface{ Stalled(now time.Duration) bool }
 
 var _ liveness.Listener = (*addrState)(nil)
+
+// stalledAt: the instance's heartbeat has stopped, at now.
+func (st *addrState) stalledAt(now time.Duration) bool {
+	hb := st.heartbeat.Load()
+	return hb != nil && (*hb).Stalled(now)
+}
 
 // watch makes w the instance's heartbeat watch, and st its listener.
 func (st *addrState) watch(w *liveness.Watch) {
@@ -35,8 +62,11 @@ func (st *addrState) watch(w *liveness.Watch) {
 
 // stats are one instance's figures.
 type stats struct {
-	inflight atomic.Int64
-	ewmaNs   atomic.Int64 // latency estimate, nanoseconds; 0 = none yet
+	// picked and ended count the instance's attempts: those in flight are
+	// their difference. Two counters rather than one up and down, so that
+	// ended also counts the attempts for outlier ejection and metrics.
+	picked, ended atomic.Int64
+	ewmaNs        atomic.Int64 // latency estimate, nanoseconds; 0 = none yet
 	// sampled: the estimate comes from the instance's own answers, not
 	// from its peers' (see seed).
 	sampled atomic.Bool
@@ -84,6 +114,7 @@ func (st *addrState) Resumed() {
 	if st.lb == nil {
 		return
 	}
+	st.lb.epoch.Add(1) // its capacity counts again for its zone, and against panic mode
 	st.lb.mu.Lock()
 	var sum, n int64
 	for _, peer := range st.lb.byAddr {
@@ -97,6 +128,12 @@ func (st *addrState) Resumed() {
 		st.stats.ewmaNs.Store(sum / n)
 		st.stats.sampled.Store(false)
 	}
+}
+
+// inflight is how many attempts are in flight on the instance.
+func (st *stats) inflight() int64 {
+	ended := st.ended.Load() // first: picked never falls behind it
+	return st.picked.Load() - ended
 }
 
 // observe folds one latency sample into the estimate.

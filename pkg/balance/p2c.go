@@ -20,29 +20,35 @@ import (
 // stopped process before its heartbeat is overdue) soon loses every
 // comparison; a stalled one gets none; and a new one starts from its
 // peers' estimate, not from zero, so it takes no burst.
+//
+// A starting instance (slow start) is drawn by its lowered weight, and
+// may be slower than the other by up to SlowFactor over its share of its
+// weight before it loses: a cold instance is slow at first, and would
+// otherwise lose every comparison and never warm up.
 type p2cPicker struct {
-	eps []endpoint
+	*viewer
 	cfg *P2CConfig
 }
 
-func newP2CPicker(eps []endpoint, cfg serviceconfig.LoadBalancingConfig) balancer.Picker {
+func newP2CPicker(eps []endpoint, cfg serviceconfig.LoadBalancingConfig, lb *loadAware) balancer.Picker {
 	c, ok := cfg.(*P2CConfig)
 	if !ok {
 		d, _ := parseP2CConfig(nil)
 		c = d.(*P2CConfig)
 	}
-	return &p2cPicker{eps: eps, cfg: c}
+	return &p2cPicker{viewer: newViewer(eps, lb), cfg: c}
 }
 
 func (p *p2cPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	a := attemptFrom(info.Ctx)
 	now := liveness.Now()
-	eps := candidates(p.eps, a, now)
+	v := p.current(now)
+	eps := candidates(v.pool(p.eps), a, now, v.wider())
 	i := pickWeighted(eps, -1)
 	chosen := eps[i]
 	if len(eps) > 1 && rand.Float64() >= p.cfg.ExploreShare {
 		other := eps[pickWeighted(eps, i)]
-		if p.worse(chosen, other, now) {
+		if p.worse(chosen, other, now, v.window) {
 			chosen = other
 		}
 	}
@@ -54,18 +60,24 @@ func (p *p2cPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 const minStuck = 20 * time.Millisecond
 
 // worse reports whether a should lose to b: it is stuck and b is not, or
-// it is slower by more than SlowFactor.
-func (p *p2cPicker) worse(a, b endpoint, now time.Duration) bool {
+// it is slower by more than SlowFactor (divided by its share of its
+// weight while it starts, in a slow-start window).
+func (p *p2cPicker) worse(a, b endpoint, now, window time.Duration) bool {
 	if stuckA, stuckB := p.stuck(a, now), p.stuck(b, now); stuckA != stuckB {
 		return stuckA
 	}
-	return float64(a.stats.ewmaNs.Load()) > p.cfg.SlowFactor*float64(b.stats.ewmaNs.Load())
+	factor := p.cfg.SlowFactor
+	if window > 0 {
+		share, _ := ramp(a.state, now, window)
+		factor /= share
+	}
+	return float64(a.stats.ewmaNs.Load()) > factor*float64(b.stats.ewmaNs.Load())
 }
 
 // stuck: ep has calls in flight and has not answered for StuckFactor
 // times its latency estimate, at least minStuck.
 func (p *p2cPicker) stuck(ep endpoint, now time.Duration) bool {
-	if ep.stats.inflight.Load() == 0 {
+	if ep.stats.inflight() == 0 {
 		return false
 	}
 	silence := now - time.Duration(ep.stats.lastAnswer.Load())

@@ -21,7 +21,7 @@ func TestStuckInstanceLosesTheComparison(t *testing.T) {
 	ep := func(latency time.Duration, inflight int64, silence time.Duration) endpoint {
 		st := &addrState{}
 		st.stats.observe(latency)
-		st.stats.inflight.Store(inflight)
+		st.stats.picked.Store(inflight)
 		st.stats.lastAnswer.Store(int64(now - silence))
 		return endpoint{weight: 1, state: st, stats: &st.stats}
 	}
@@ -41,7 +41,7 @@ func TestStuckInstanceLosesTheComparison(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := p.worse(tt.a, tt.b, now); got != tt.want {
+			if got := p.worse(tt.a, tt.b, now, 0); got != tt.want {
 				t.Errorf("worse = %v, want %v", got, tt.want)
 			}
 		})
@@ -53,7 +53,7 @@ func TestStuckInstanceLosesTheComparison(t *testing.T) {
 func TestEveryInstanceStalledSpreadsCalls(t *testing.T) {
 	for _, policy := range []struct {
 		name string
-		new  func([]endpoint, serviceconfig.LoadBalancingConfig) balancer.Picker
+		new  func([]endpoint, serviceconfig.LoadBalancingConfig, *loadAware) balancer.Picker
 	}{{P2CEWMA, newP2CPicker}, {Weighted, newWeightedPicker}} {
 		t.Run(policy.name, func(t *testing.T) {
 			eps := make([]endpoint, 3)
@@ -66,7 +66,7 @@ func TestEveryInstanceStalledSpreadsCalls(t *testing.T) {
 			if !eps[0].isStalled(liveness.Now() + time.Second) {
 				t.Fatal("the test's instances do not look stalled")
 			}
-			p := policy.new(eps, nil)
+			p := policy.new(eps, nil, nil)
 			picked := map[*addrState]int{}
 			for range 300 {
 				a := &Attempt{}

@@ -74,7 +74,7 @@ type pickRecord struct {
 func (r *pickRecord) finish(di balancer.DoneInfo, c cut) {
 	now := liveness.Now()
 	st := &r.st.stats
-	st.inflight.Add(-1)
+	st.ended.Add(1)
 	if r.child != nil {
 		r.child(di)
 	}
@@ -87,6 +87,11 @@ func (r *pickRecord) finish(di balancer.DoneInfo, c cut) {
 		hadTime = r.deadline-now > max(10*time.Millisecond, total/10)
 	}
 	sample := now - r.start
+	if di.Err == nil && di.BytesReceived && c == notCut {
+		r.st.answered(now) // the usual end, without a call
+	} else {
+		r.st.account(outcomeOf(di, c), now)
+	}
 	v := judge(di, c, hadTime)
 	if v == answered || v == failed {
 		// To the millisecond: a store per answer would have every caller's

@@ -17,52 +17,72 @@ import (
 // spread evenly rather than in bursts. Stalled instances sit out; when
 // every instance is stalled, all of them take turns.
 type weightedPicker struct {
+	*viewer
 	mu      sync.Mutex
-	eps     []endpoint
-	current []int64
+	credit  []int64 // by endpoint.idx
 	penalty time.Duration
 }
 
-func newWeightedPicker(eps []endpoint, cfg serviceconfig.LoadBalancingConfig) balancer.Picker {
+func newWeightedPicker(eps []endpoint, cfg serviceconfig.LoadBalancingConfig, lb *loadAware) balancer.Picker {
 	penalty := time.Duration(defaultPenalty)
 	if c, ok := cfg.(*WeightedConfig); ok {
 		penalty = time.Duration(c.FailurePenalty)
 	}
-	return &weightedPicker{eps: eps, current: make([]int64, len(eps)), penalty: penalty}
+	return &weightedPicker{viewer: newViewer(eps, lb), credit: make([]int64, len(eps)), penalty: penalty}
 }
 
 func (p *weightedPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	a := attemptFrom(info.Ctx)
 	now := liveness.Now()
-	// The widest choice that leaves a candidate: live and not avoided,
-	// then live, then every instance.
-	eligible := []func(endpoint) bool{
-		func(ep endpoint) bool { return !ep.isStalled(now) && (a == nil || !a.avoids(ep.state)) },
-		func(ep endpoint) bool { return !ep.isStalled(now) },
-		func(endpoint) bool { return true },
-	}
+	v := p.current(now)
+	pool := v.pool(p.eps)
 	p.mu.Lock()
-	best, n := -1, 0
-	for _, ok := range eligible {
-		total := int64(0)
-		for i, ep := range p.eps {
-			if !ok(ep) {
-				continue
-			}
-			n++
-			p.current[i] += int64(ep.weight)
-			total += int64(ep.weight)
-			if best < 0 || p.current[i] > p.current[best] {
-				best = i
-			}
+	// The widest choice that leaves a candidate: live and not avoided
+	// (in the zone drawn, then in any), then live, then every instance.
+	best, n := p.next(pool, fresh, a, now)
+	if best == nil && v.wider() != nil {
+		best, n = p.next(v.wider(), fresh, a, now)
+	}
+	if best == nil {
+		best, n = p.next(pool, live, a, now)
+	}
+	if best == nil {
+		best, n = p.next(pool, anyOne, a, now)
+	}
+	ep := *best
+	p.mu.Unlock()
+	return track(ep, info, a, n, p.penalty, now)
+}
+
+// Which instances a round of weighted round robin takes.
+const (
+	fresh  = iota // live, and not avoided by the attempt
+	live          // heartbeat not stopped
+	anyOne        // every one
+)
+
+// next runs one round of smooth weighted round robin over the endpoints
+// of eps of the kind given (fresh, live, anyOne), and returns the one chosen
+// (nil if none) and how many took part. p.mu is held.
+func (p *weightedPicker) next(eps []endpoint, kind int, a *Attempt, now time.Duration) (*endpoint, int) {
+	var best *endpoint
+	n, total := 0, int64(0)
+	for i := range eps {
+		ep := &eps[i]
+		if kind != anyOne && ep.isStalled(now) || kind == fresh && a != nil && a.avoids(ep.state) {
+			continue
 		}
-		if best >= 0 {
-			p.current[best] -= total
-			break
+		n++
+		p.credit[ep.idx] += int64(ep.weight)
+		total += int64(ep.weight)
+		if best == nil || p.credit[ep.idx] > p.credit[best.idx] {
+			best = ep
 		}
 	}
-	p.mu.Unlock()
-	return track(p.eps[best], info, a, n, p.penalty, now)
+	if best != nil {
+		p.credit[best.idx] -= total
+	}
+	return best, n
 }
 
 // weightOf is the weight an instance registered, 1 when it set none.

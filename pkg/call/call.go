@@ -1,8 +1,10 @@
 // Package call dials a service by name through etcd with rollcall's
 // defaults: per-call load-aware balancing over healthy instances
-// (balance.P2CEWMA), keepalive, a deadline on every call, and for the
-// methods a proto marks idempotent, retries on another instance, hedging,
-// and cutting attempts whose instance stalled, all within one retry budget.
+// (balance.P2CEWMA) with its traffic management (zone-aware routing when
+// WithZone names the client's zone, outlier ejection, slow start),
+// keepalive, a deadline on every call, and for the methods a proto marks
+// idempotent, retries on another instance, hedging, and cutting attempts
+// whose instance stalled, all within one retry budget.
 //
 // Every attempt of a call has the caller's whole deadline: no attempt is
 // shortened, so a method that takes most of its deadline succeeds as it
@@ -36,10 +38,12 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	_ "google.golang.org/grpc/health" // client-side health checking
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/resolver"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/descriptorpb"
@@ -75,6 +79,11 @@ type options struct {
 	budgetRatio     float64
 	budgetPerSecond float64
 	observer        Observer
+	balanceObserver balance.Observer
+	// traffic is the traffic management of rollcall's policies: its
+	// fields go into the policy's config when an option set them.
+	traffic    balance.Traffic
+	trafficSet map[string]bool // JSON fields of balance.Traffic set by options
 }
 
 // WithPolicy sets the balancing policy of the default service config:
@@ -137,6 +146,51 @@ func WithRetryBudget(ratio, perSecond float64) Option {
 // refusals, the budget).
 func WithObserver(obs Observer) Option { return func(o *options) { o.observer = obs } }
 
+// WithZone sets the client's zone for zone-aware routing (see
+// balance.Traffic.Zone): calls stay with the instances registered in zone
+// (and those with no zone) while they hold their zone's share of the
+// healthy capacity. "" (the default) turns it off. Like WithSlowStart and
+// WithOutlierEjection, it applies to rollcall's policies; other policies,
+// and a config given by WithServiceConfig, ignore it.
+func WithZone(zone string) Option {
+	return func(o *options) { o.traffic.Zone = zone; o.set("zone") }
+}
+
+// WithSlowStart sets the slow-start window of newly ready instances
+// (default 10 s, see balance.Traffic.SlowStartWindow); 0 turns slow start
+// off.
+func WithSlowStart(window time.Duration) Option {
+	return func(o *options) { o.traffic.SlowStartWindow = balance.Duration(window); o.set("slowStartWindow") }
+}
+
+// WithOutlierEjection sets when instances are ejected and when panic mode
+// begins; start from balance.DefaultOutlierEjection(), the default.
+// Dial fails with an error naming a value out of range.
+func WithOutlierEjection(e balance.OutlierEjection) Option {
+	return func(o *options) { o.traffic.OutlierEjection = e; o.set("outlierEjection") }
+}
+
+// WithoutOutlierEjection turns outlier ejection (and so panic mode) off.
+func WithoutOutlierEjection() Option {
+	e := balance.DefaultOutlierEjection()
+	e.ConsecutiveFailures, e.FailurePercentage = 0, 0
+	return WithOutlierEjection(e)
+}
+
+// WithBalanceObserver has the balancers of the connection (rollcall's
+// policies) report to obs: zone routing, ejections, panic mode, slow
+// start. Package balancemetrics exports them as Prometheus metrics.
+func WithBalanceObserver(obs balance.Observer) Option {
+	return func(o *options) { o.balanceObserver = obs }
+}
+
+func (o *options) set(field string) {
+	if o.trafficSet == nil {
+		o.trafficSet = map[string]bool{}
+	}
+	o.trafficSet[field] = true
+}
+
 // WithDialOptions adds gRPC dial options after rollcall's, so they win.
 // Interceptors added here see each call once, whatever attempts rollcall
 // makes below them; stats handlers see each attempt.
@@ -156,7 +210,11 @@ func Dial(rb *resolve.Builder, service string, opts ...Option) (*grpc.ClientConn
 		opt(&o)
 	}
 	if o.serviceConfig == "" {
-		o.serviceConfig = ServiceConfig(service, o.policy)
+		sc, err := serviceConfig(service, o.policy, o.policyConfig())
+		if err != nil {
+			return nil, fmt.Errorf("dial %s: %w", service, err)
+		}
+		o.serviceConfig = sc
 	}
 	if o.tls.Set() {
 		cfg, err := o.tls.Client()
@@ -165,8 +223,12 @@ func Dial(rb *resolve.Builder, service string, opts ...Option) (*grpc.ClientConn
 		}
 		o.creds = credentials.NewTLS(cfg)
 	}
+	var resolvers resolver.Builder = rb
+	if o.balanceObserver != nil {
+		resolvers = balance.WithObserver(rb, service, o.balanceObserver)
+	}
 	dialOpts := append([]grpc.DialOption{
-		grpc.WithResolvers(rb),
+		grpc.WithResolvers(resolvers),
 		grpc.WithTransportCredentials(o.creds),
 		grpc.WithDefaultServiceConfig(o.serviceConfig),
 		// Addresses come from etcd: never send them through $HTTPS_PROXY.
@@ -191,15 +253,49 @@ func Dial(rb *resolve.Builder, service string, opts ...Option) (*grpc.ClientConn
 // attempts are Dial's interceptor's, within one budget (see the package
 // doc).
 func ServiceConfig(service, policy string) string {
+	sc, err := serviceConfig(service, policy, map[string]any{})
+	if err != nil {
+		panic(err) // static shapes: cannot fail
+	}
+	return sc
+}
+
+// serviceConfig is ServiceConfig with the policy's config; a rollcall
+// policy's is checked by its parser, so that a bad value fails Dial with
+// an error naming it.
+func serviceConfig(service, policy string, policyCfg map[string]any) (string, error) {
 	cfg := map[string]any{
-		"loadBalancingConfig": []any{map[string]any{policy: map[string]any{}}},
+		"loadBalancingConfig": []any{map[string]any{policy: policyCfg}},
 		"healthCheckConfig":   map[string]any{"serviceName": service},
 	}
 	out, err := json.Marshal(cfg)
 	if err != nil {
-		panic(err) // static shapes: cannot fail
+		return "", err
 	}
-	return string(out)
+	if len(policyCfg) > 0 {
+		js, err := json.Marshal(policyCfg)
+		if err != nil {
+			return "", err
+		}
+		if _, err := balancer.Get(policy).(balancer.ConfigParser).ParseConfig(js); err != nil {
+			return "", err
+		}
+	}
+	return string(out), nil
+}
+
+// policyConfig is the JSON config of the policy for the traffic options
+// set; empty for a policy not rollcall's, which would reject the fields.
+func (o *options) policyConfig() map[string]any {
+	cfg := map[string]any{}
+	if o.policy != balance.P2CEWMA && o.policy != balance.Weighted {
+		return cfg
+	}
+	fields := map[string]any{"zone": o.traffic.Zone, "slowStartWindow": o.traffic.SlowStartWindow, "outlierEjection": o.traffic.OutlierEjection}
+	for name := range o.trafficSet {
+		cfg[name] = fields[name]
+	}
+	return cfg
 }
 
 // IdempotentMethods lists, sorted, the methods Dial may retry: those of

@@ -168,3 +168,45 @@ func BenchmarkUnaryCall(b *testing.B) {
 		})
 	}
 }
+
+// The traffic options go into a rollcall policy's config, checked at
+// Dial: a bad value fails it with an error naming the value; a policy not
+// rollcall's ignores them.
+func TestTrafficOptions(t *testing.T) {
+	srv := etcdtest.Start(t)
+	rb, err := resolve.NewBuilder(srv.Client())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tooFew := balance.DefaultOutlierEjection()
+	tooFew.MinimumCalls = 0
+	tests := []struct {
+		name    string
+		opts    []call.Option
+		wantErr string
+	}{
+		{"every part set", []call.Option{call.WithZone("eu-west-1a"), call.WithSlowStart(30 * time.Second),
+			call.WithOutlierEjection(balance.DefaultOutlierEjection())}, ""},
+		{"every part off", []call.Option{call.WithZone(""), call.WithSlowStart(0), call.WithoutOutlierEjection()}, ""},
+		{"rollcall_weighted", []call.Option{call.WithPolicy(balance.Weighted), call.WithZone("a")}, ""},
+		{"round_robin ignores them", []call.Option{call.WithPolicy("round_robin"), call.WithZone("a"), call.WithSlowStart(-1)}, ""},
+		{"zone too long", []call.Option{call.WithZone(strings.Repeat("z", 200))}, "zone of 200 bytes"},
+		{"slow start negative", []call.Option{call.WithSlowStart(-time.Second)}, "slowStartWindow -1s"},
+		{"slow start too long", []call.Option{call.WithSlowStart(time.Hour)}, "slowStartWindow 1h0m0s"},
+		{"bad ejection", []call.Option{call.WithOutlierEjection(tooFew)}, "outlierEjection.minimumCalls 0"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			conn, err := call.Dial(rb, "svc", tt.opts...)
+			if err == nil {
+				conn.Close()
+			}
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Errorf("Dial error %v, want none", err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr) || !strings.Contains(err.Error(), "svc")):
+				t.Errorf("Dial error %v, want one naming svc and containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}

@@ -6,8 +6,11 @@
 //     /metrics: gRPC server and client metrics of go-grpc-middleware
 //     (grpc_server_handled_total, grpc_server_handling_seconds,
 //     grpc_client_handled_total, grpc_client_handling_seconds, ...),
-//     discovery's (rollcall_discovery_*, see package discoverymetrics), and
-//     the Go runtime's and the process's (go_*, process_*).
+//     discovery's (rollcall_discovery_*, see package discoverymetrics),
+//     the call path's (rollcall_call_*, package callmetrics), the
+//     balancers' (rollcall_balance_*: zones, ejections, panic mode, slow
+//     start; package balancemetrics), and the Go runtime's and the
+//     process's (go_*, process_*).
 //   - -otlp-endpoint (OTEL_EXPORTER_OTLP_ENDPOINT), e.g.
 //     http://127.0.0.1:4317, exports a span of every gRPC call over
 //     OTLP/gRPC, and calls carry their trace context (W3C traceparent) from
@@ -54,6 +57,7 @@ import (
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/grpc"
 
+	"github.com/rollcall/rollcall/pkg/balance/balancemetrics"
 	"github.com/rollcall/rollcall/pkg/call"
 	"github.com/rollcall/rollcall/pkg/call/callmetrics"
 	"github.com/rollcall/rollcall/pkg/discovery/discoverymetrics"
@@ -118,6 +122,7 @@ type Telemetry struct {
 	client    *grpcprom.ClientMetrics
 	discovery *discoverymetrics.Metrics
 	calls     *callmetrics.Metrics
+	balance   *balancemetrics.Metrics
 
 	// Set when tracing is on.
 	tracer     trace.TracerProvider
@@ -231,6 +236,9 @@ func (t *Telemetry) serveMetrics(addr string, log *slog.Logger) (stop func(), er
 	if t.calls, err = callmetrics.New(t.registry); err != nil {
 		return nil, err
 	}
+	if t.balance, err = balancemetrics.New(t.registry); err != nil {
+		return nil, err
+	}
 
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -331,12 +339,13 @@ func (t *Telemetry) RegisterOptions() []register.Option {
 }
 
 // CallOptions make call.Dial report its extra attempts and retry budget
-// to the call metrics, when metrics are on.
+// to the call metrics, and its balancers to the balance metrics, when
+// metrics are on.
 func (t *Telemetry) CallOptions() []call.Option {
 	if t.calls == nil {
 		return nil
 	}
-	return []call.Option{call.WithObserver(t.calls)}
+	return []call.Option{call.WithObserver(t.calls), call.WithBalanceObserver(t.balance)}
 }
 
 // ResolveOptions make a resolver Builder report to the discovery metrics,

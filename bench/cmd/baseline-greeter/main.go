@@ -3,8 +3,10 @@
 // shows, with a careful shutdown (delete the endpoint, then GracefulStop).
 // It is what rollcall is measured against; do not use it as a template.
 // For the scenarios it has the rollcall greeter's faults (-latency,
-// -fail-rate, -fail-code, SIGUSR1/SIGUSR2 outage drill) and serves the same
-// gRPC server metrics (-metrics-listen), so both count server calls alike.
+// -fail-rate, -fail-code, -warmup-calls, SIGUSR1/SIGUSR2 outage drill),
+// takes -zone (written into the endpoint's metadata, which round_robin
+// does not read), and serves the same gRPC server metrics
+// (-metrics-listen), so both count server calls alike.
 package main
 
 import (
@@ -38,6 +40,8 @@ type greeter struct {
 	latency  time.Duration
 	failRate float64
 	failCode codes.Code
+	warmup   int64 // the first this many calls take ten times latency
+	calls    atomic.Int64
 	outage   atomic.Bool
 }
 
@@ -45,9 +49,13 @@ func (g *greeter) SayHello(ctx context.Context, req *greeterv1.SayHelloRequest) 
 	if g.outage.Load() {
 		return nil, status.Error(codes.Unavailable, "outage drill")
 	}
-	if g.latency > 0 {
+	latency := g.latency
+	if g.warmup > 0 && g.calls.Add(1) <= g.warmup {
+		latency *= 10
+	}
+	if latency > 0 {
 		select {
-		case <-time.After(g.latency):
+		case <-time.After(latency):
 		case <-ctx.Done():
 			return nil, status.FromContextError(ctx.Err()).Err()
 		}
@@ -74,6 +82,8 @@ func run() error {
 	flag.DurationVar(&g.latency, "latency", 0, "artificial delay in every answer")
 	flag.Float64Var(&g.failRate, "fail-rate", 0, "share of calls to fail with -fail-code")
 	failCode := flag.String("fail-code", "INTERNAL", "gRPC code of injected failures")
+	flag.Int64Var(&g.warmup, "warmup-calls", 0, "the first N calls take 10x -latency")
+	zone := flag.String("zone", "", "zone, written into the endpoint's metadata")
 	metrics := flag.String("metrics-listen", "", "address of the /metrics server (default: none)")
 	flag.Parse()
 	g.id = *id
@@ -117,7 +127,11 @@ func run() error {
 		return err
 	}
 	key := *target + "/" + *id
-	if err := em.AddEndpoint(ctx, key, endpoints.Endpoint{Addr: addr}, clientv3.WithLease(lease.ID)); err != nil {
+	var md any
+	if *zone != "" {
+		md = map[string]string{"zone": *zone}
+	}
+	if err := em.AddEndpoint(ctx, key, endpoints.Endpoint{Addr: addr, Metadata: md}, clientv3.WithLease(lease.ID)); err != nil {
 		return err
 	}
 	ka, err := cli.KeepAlive(ctx, lease.ID)

@@ -34,6 +34,8 @@ type env struct {
 	cli      *clientv3.Client // the scenario's own view of etcd
 	greeters map[string]*localstack.Process
 	order    []string
+	zones    map[string]string // each instance's -zone
+	zone     string            // the client's
 	next     int
 	conn     *grpc.ClientConn
 	client   greeterv1.GreeterServiceClient
@@ -45,13 +47,15 @@ type env struct {
 
 // setup starts etcd and the instances and dials them; with countAttempts
 // the client counts every attempt it sends (a stats handler, which costs
-// each call a little).
-func setup(ctx context.Context, st stack, etcdBin string, etcdSize int, instances [][]string, countAttempts bool) (*env, error) {
+// each call a little); with zone set, the client is in that zone (for a
+// stack that routes by zone) and only the instances in it (-zone) are
+// awaited serving a call.
+func setup(ctx context.Context, st stack, etcdBin string, etcdSize int, instances [][]string, countAttempts bool, zone string) (*env, error) {
 	dir, err := os.MkdirTemp("", "rollcall-bench-")
 	if err != nil {
 		return nil, err
 	}
-	e := &env{st: st, dir: dir, greeters: map[string]*localstack.Process{}, obs: newObserver()}
+	e := &env{st: st, dir: dir, greeters: map[string]*localstack.Process{}, zones: map[string]string{}, zone: zone, obs: newObserver()}
 	e.obs.countAttempts = countAttempts
 	if e.procs, err = localstack.New(localstack.Config{LogDir: dir, KillOnExit: true}); err != nil {
 		os.RemoveAll(dir)
@@ -65,16 +69,21 @@ func setup(ctx context.Context, st stack, etcdBin string, etcdSize int, instance
 		e.close()
 		return nil, err
 	}
+	var serving []string
 	for _, extra := range instances {
-		if _, err := e.startGreeter(extra...); err != nil {
+		id, err := e.startGreeter(extra...)
+		if err != nil {
 			e.close()
 			return nil, err
+		}
+		if z := flagValue(extra, "-zone"); zone == "" || z == "" || z == zone {
+			serving = append(serving, id)
 		}
 	}
 	if st.dialEnv != nil {
 		e.conn, err = st.dialEnv(e)
 	} else {
-		e.conn, err = st.dial(e.cli, "greeter", e.obs)
+		e.conn, err = st.dial(e.cli, "greeter", e.obs, zone)
 	}
 	if err != nil {
 		e.close()
@@ -88,7 +97,7 @@ func setup(ctx context.Context, st stack, etcdBin string, etcdSize int, instance
 			return nil, err
 		}
 	}
-	if err := e.awaitServed(e.order...); err != nil {
+	if err := e.awaitServed(serving...); err != nil {
 		e.close() // every process it started, by PID
 		return nil, err
 	}
@@ -122,6 +131,14 @@ func (e *env) awaitServed(ids ...string) error {
 	}
 }
 
+// flagValue is the value of flag name in args, "" if absent.
+func flagValue(args []string, name string) string {
+	if i := slices.Index(args, name); i >= 0 && i+1 < len(args) {
+		return args[i+1]
+	}
+	return ""
+}
+
 // startGreeter starts the next instance, with extra flags (rollcall only).
 func (e *env) startGreeter(extra ...string) (string, error) {
 	e.next++
@@ -137,6 +154,7 @@ func (e *env) startGreeter(extra ...string) (string, error) {
 	}
 	e.greeters[id] = p
 	e.order = append(e.order, id)
+	e.zones[id] = flagValue(extra, "-zone")
 	return id, nil
 }
 

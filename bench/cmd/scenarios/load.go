@@ -25,6 +25,20 @@ type recorder struct {
 	latencies []time.Duration
 	notify    map[string]chan time.Time // instance -> first call time
 	after     []waiter
+	// firstFail and lastFail are when the first and the last failed call
+	// ended.
+	firstFail, lastFail time.Time
+	// timeline, when set, keeps every call (the scenarios that look at
+	// windows of a run).
+	timeline bool
+	events   []callRecord
+}
+
+// callRecord is one call of a timeline.
+type callRecord struct {
+	start   time.Time
+	latency time.Duration
+	id      string // the instance that answered; "" for a failure
 }
 
 type waiter struct {
@@ -44,7 +58,18 @@ func (r *recorder) record(id string, err error, latency time.Duration) {
 	defer r.mu.Unlock()
 	r.calls++
 	r.latencies = append(r.latencies, latency)
+	if r.timeline {
+		rec := callRecord{start: started, latency: latency}
+		if err == nil {
+			rec.id = id
+		}
+		r.events = append(r.events, rec)
+	}
 	if err != nil {
+		if r.failed == 0 {
+			r.firstFail = now
+		}
+		r.lastFail = now
 		r.failed++
 		r.codes[status.Code(err).String()]++
 		return
@@ -105,6 +130,27 @@ func (r *recorder) firstCall(id string) <-chan time.Time {
 		r.notify[id] = ch
 	}
 	return ch
+}
+
+// window returns the calls of the timeline that started in [from, to).
+func (r *recorder) window(from, to time.Time) []callRecord {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []callRecord
+	for _, c := range r.events {
+		if !c.start.Before(from) && c.start.Before(to) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// failures returns when the first and the last failed call ended (zero
+// times if none failed).
+func (r *recorder) failures() (first, last time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.firstFail, r.lastFail
 }
 
 // tally is what a recorder has counted so far.

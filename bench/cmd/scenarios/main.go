@@ -151,7 +151,7 @@ func runScenario(ctx context.Context, sc scenario, chosen []stack, bin string, t
 	}
 	for _, st := range chosen {
 		r := result{Scenario: sc.name, Stack: st.name}
-		e, err := setup(ctx, st, bin+"/etcd", sc.members(), sc.greeterFlags(), sc.countsAttempts)
+		e, err := setup(ctx, st, bin+"/etcd", sc.members(), sc.greeterFlags(), sc.countsAttempts, sc.clientZone)
 		if err == nil {
 			sent0 := e.obs.sent.Load()
 			err = sc.run(ctx, e, t, &r)

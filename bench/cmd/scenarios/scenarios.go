@@ -63,6 +63,9 @@ type scenario struct {
 	// are each instance's extra greeter flags and set their number.
 	instances int
 	flags     [][]string
+	// clientZone is the client's zone (rollcall: call.WithZone); the
+	// instances' are their -zone flags.
+	clientZone string
 	// policies: run rollcall with each balancing policy instead of each
 	// stack.
 	policies bool
@@ -261,6 +264,73 @@ var scenarios = []scenario{
 			share, retried := r.Metrics["slow_share"], r.Metrics["not_found_retried"]
 			return fmt.Sprintf("slow share %.1f%%; %.0f NOT_FOUND retried; %.0f hedges; %s", 100*share, retried, r.Metrics["hedges"], fmt.Sprint(r.Codes)),
 				r.Error == "" && share <= 0.02 && retried == 0
+		}},
+	},
+	{
+		name: "zone", flags: inZones("a", "a", "a", "b", "b", "b"), clientZone: "a", run: runZone,
+		event:  "3 instances in zone a, 3 in zone b (`-zone`), the client in zone a (rollcall: `call.WithZone`)",
+		figure: "share of the calls answered in zone a",
+		target: target{text: ">= 99 % of calls to zone a", check: func(r result) (string, bool) {
+			share := r.Metrics["local_share"]
+			return fmt.Sprintf("%.1f %% in zone a; %d failed", 100*share, r.Failed), r.Error == "" && share >= 0.99
+		}},
+	},
+	{
+		name: "zone-short", flags: inZones("a", "b", "b", "b", "b", "b"), clientZone: "a", run: runZone,
+		event: "1 instance in zone a, 5 in zone b, the client in zone a",
+		figure: "share of the calls answered by zone a's instance, beside its fair share: with the service's callers spread " +
+			"evenly over the two zones, each instance should take 1/6 of all their calls, so zone a's callers send it " +
+			"(1/6)/(1/2) = 1/3 of theirs (Envoy's zone-aware rule)",
+		target: target{text: "zone a's instance <= 1.2x its fair share, not all calls", check: func(r result) (string, bool) {
+			share, fair := r.Metrics["local_share"], r.Metrics["fair_share"]
+			return fmt.Sprintf("%.1f %% to zone a's instance (fair %.1f %%); %d failed", 100*share, 100*fair, r.Failed),
+				r.Error == "" && share <= 1.2*fair && share < 1
+		}},
+	},
+	{
+		name: "zone-down", flags: inZones("a", "a", "a", "b", "b", "b"), clientZone: "a", countsAttempts: true, run: runZoneDown,
+		event:  "as zone, then every zone a instance `kill -9` at once under load",
+		figure: "failed calls; time from the kill to the first call answered in zone b",
+		target: target{text: "0 failed idempotent calls; calls in b within 1 s", check: func(r result) (string, bool) {
+			f, ok := failedCalls(r)
+			b := r.Metrics["zone_b_after_ms"]
+			a, _ := attempts(r, 2)
+			return fmt.Sprintf("%s; first in b %.0f ms after the kill; %s", f, b, a), ok && b >= 0 && b <= 1000
+		}},
+	},
+	{
+		name: "bad-deploy", flags: [][]string{fast, fast}, countsAttempts: true, run: runBadDeploy,
+		event: "2 instances, then a third joins that answers INTERNAL to every call (`-fail-rate 1 -fail-code INTERNAL`); " +
+			"INTERNAL is never retried, and an answer that comes at once is never hedged, so each call it fails is one " +
+			"attempt, as for a method that is not idempotent",
+		figure: "time from the first failed call to the last; failed calls out of all; ejections; attempts per call",
+		target: target{text: "failures stop within 1 s of the first; < 1 % of calls fail", check: func(r result) (string, bool) {
+			span, share := r.Metrics["failing_ms"], float64(r.Failed)/float64(max(r.Calls, 1))
+			a, _ := attempts(r, 2)
+			return fmt.Sprintf("failing for %.0f ms; %d failed / %d (%.2f %%); %.0f ejected; %s", span, r.Failed, r.Calls, 100*share,
+				r.Metrics["ejections"], a), r.Error == "" && r.Failed > 0 && span <= 1000 && share < 0.01
+		}},
+	},
+	{
+		name: "panic", flags: [][]string{fast, internal(fast), internal(fast)}, run: runPanic,
+		event:  "3 instances, 2 of them answering INTERNAL to every call",
+		figure: "panic mode (times entered, on at the end); each instance's share of the calls the servers started",
+		target: target{text: "panic mode entered; calls spread, no instance with over half", check: func(r result) (string, bool) {
+			panics, top := r.Metrics["panics"], r.Metrics["max_share"]
+			return fmt.Sprintf("panic entered %.0f times (on at the end: %.0f); shares %.0f/%.0f/%.0f %%", panics, r.Metrics["panic_at_end"],
+				100*r.Metrics["share_g1"], 100*r.Metrics["share_g2"], 100*r.Metrics["share_g3"]), r.Error == "" && panics >= 1 && top <= 0.5
+		}},
+	},
+	{
+		name: "slow-start", flags: [][]string{fast, fast, fast}, run: runSlowStart,
+		event: "3 instances, then a 4th joins whose first 200 calls take 10x longer (`-warmup-calls 200`)",
+		figure: "p99 of the calls started in the 5 s after its key appeared in etcd, as a ratio of the 5 s before it started; " +
+			"its share of the calls started 9-10 s after (the end of the 10 s slow-start window), beside its fair 25 %",
+		target: target{text: "p99 <= 1.5x before; the new one at >= 90 % of its fair share by the window's end", check: func(r result) (string, bool) {
+			ratio, share := r.Metrics["p99_ratio"], r.Metrics["new_share_at_end"]
+			return fmt.Sprintf("p99 %.1f ms vs %.1f ms before (%.2fx); %.0f calls to it in the first 5 s; its share at the end %.1f %%",
+					r.Metrics["p99_after_ms"], r.Metrics["p99_before_ms"], ratio, r.Metrics["new_calls_first_5s"], 100*share),
+				r.Error == "" && ratio <= 1.5 && share >= 0.9*0.25
 		}},
 	},
 	{
@@ -705,7 +775,7 @@ func runLeader(ctx context.Context, e *env, t timing, r *result) error {
 // process's CPU and heap.
 func runChurn(ctx context.Context, e *env, t timing, r *result) error {
 	obs := newObserver()
-	conn, err := e.st.dial(e.cli, "churn", obs)
+	conn, err := e.st.dial(e.cli, "churn", obs, "")
 	if err != nil {
 		return err
 	}

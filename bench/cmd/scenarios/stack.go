@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/stats"
 
+	"github.com/rollcall/rollcall/pkg/balance"
 	"github.com/rollcall/rollcall/pkg/call"
 	"github.com/rollcall/rollcall/pkg/discovery"
 	"github.com/rollcall/rollcall/pkg/discovery/resolve"
@@ -30,7 +31,9 @@ type stack struct {
 	// prefix is where the stack's instances of service live in etcd.
 	prefix func(service string) string
 	args   func(etcd []string, id string) []string
-	dial   func(cli *clientv3.Client, service string, obs *observer) (*grpc.ClientConn, error)
+	// dial connects to service; zone, when set, is the client's zone (a
+	// stack without zone-aware routing ignores it).
+	dial func(cli *clientv3.Client, service string, obs *observer, zone string) (*grpc.ClientConn, error)
 	// dialEnv, set instead of dial, starts what the client needs besides
 	// etcd and the greeters (a control plane, a proxy) and dials through
 	// it; such a client's lists cannot be observed.
@@ -55,7 +58,7 @@ func rollcallStack(bin, policy string) stack {
 			return []string{"-listen", "127.0.0.1:0", "-id", id, "-etcd-endpoints", strings.Join(etcd, ","), "-log-format", "json", "-log-level", "warn",
 				"-metrics-listen", freeAddr()}
 		},
-		dial: func(cli *clientv3.Client, service string, obs *observer) (*grpc.ClientConn, error) {
+		dial: func(cli *clientv3.Client, service string, obs *observer, zone string) (*grpc.ClientConn, error) {
 			// rollcall's list is observed as it is published, a goroutine
 			// hop before gRPC receives it.
 			rb, err := resolve.NewBuilder(cli, resolve.WithObserver(resolve.UpdateFunc(func(_ string, list []discovery.Instance) {
@@ -64,7 +67,10 @@ func rollcallStack(bin, policy string) stack {
 			if err != nil {
 				return nil, err
 			}
-			all := append(opts[:len(opts):len(opts)], call.WithObserver(obs))
+			all := append(opts[:len(opts):len(opts)], call.WithObserver(obs), call.WithBalanceObserver(obs))
+			if zone != "" {
+				all = append(all, call.WithZone(zone))
+			}
 			if obs.countAttempts {
 				all = append(all, call.WithDialOptions(grpc.WithStatsHandler(obs)))
 			}
@@ -81,7 +87,7 @@ func baselineStack(bin string) stack {
 		args: func(etcd []string, id string) []string {
 			return []string{"-id", id, "-etcd-endpoints", etcd[0], "-target", "baseline/greeter", "-metrics-listen", freeAddr()}
 		},
-		dial: func(cli *clientv3.Client, service string, obs *observer) (*grpc.ClientConn, error) {
+		dial: func(cli *clientv3.Client, service string, obs *observer, _ string) (*grpc.ClientConn, error) {
 			b, err := etcdnaming.NewBuilder(cli)
 			if err != nil {
 				return nil, err
@@ -115,6 +121,7 @@ type observer struct {
 	watched atomic.Pointer[string]
 	tries   []time.Time
 	extra   map[string]int
+	fleets  []*balance.Fleet // rollcall's balancers, to read what they do
 }
 
 func newObserver() *observer { return &observer{count: -1, changed: make(chan struct{})} }
@@ -157,6 +164,35 @@ func (o *observer) ExtraAttempt(_, kind string) {
 }
 
 func (o *observer) Denied(string, string) {}
+
+// BalancerStarted and BalancerClosed make the observer a balance.Observer:
+// rollcall's balancers tell of themselves, to be read (balance).
+func (o *observer) BalancerStarted(_ string, f *balance.Fleet) {
+	o.mu.Lock()
+	o.fleets = append(o.fleets, f)
+	o.mu.Unlock()
+}
+
+func (o *observer) BalancerClosed(string, *balance.Fleet) {}
+
+// balance sums what rollcall's balancers of the greeter client did (none
+// for the baseline): panic mode if any is in it.
+func (o *observer) balance() balance.FleetStatus {
+	o.mu.Lock()
+	fleets := slices.Clone(o.fleets)
+	o.mu.Unlock()
+	var sum balance.FleetStatus
+	for _, f := range fleets {
+		s := f.Status()
+		sum.Panic = sum.Panic || s.Panic
+		sum.Panics += s.Panics
+		sum.Ejections.Local += s.Ejections.Local
+		sum.Ejections.Other += s.Ejections.Other
+		sum.Starting.Local += s.Starting.Local
+		sum.Starting.Other += s.Starting.Other
+	}
+	return sum
+}
 
 // extraAttempts returns the extra attempts so far, by kind.
 func (o *observer) extraAttempts() map[string]int {

@@ -19,9 +19,10 @@ import (
 type demo func(ctx context.Context, s *stack, say func(format string, args ...any)) error
 
 var demos = map[string]demo{
-	"kill":    killOne,
-	"scale":   scaleUp,
-	"rolling": rollingReplace,
+	"kill":       killOne,
+	"scale":      scaleUp,
+	"rolling":    rollingReplace,
+	"bad-deploy": badDeploy,
 }
 
 // killOne kills -9 the second running greeter (greeter-2 on a fresh

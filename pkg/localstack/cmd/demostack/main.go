@@ -3,7 +3,7 @@
 // `go run mage.go up`, `down` and `demo:*` run it from the repository's
 // root, after building bin/etcd, bin/greeter and bin/client.
 //
-//	demostack up|down|kill|scale|rolling
+//	demostack up|down|kill|scale|rolling|bad-deploy
 //
 // up runs until stopped: Ctrl-C, q in the live view, SIGTERM or SIGHUP,
 // `demostack down`, or the exit of its parent (mage). On a terminal it
@@ -14,7 +14,7 @@
 // writes every process's lines, prefixed with its name.
 //
 // Its supervisor, this process, takes requests on .run/control.sock: the
-// demos kill, scale and rolling run on its stack, so that their effect
+// demos kill, scale, rolling and bad-deploy run on its stack, so that their effect
 // shows in the view watched, and down stops it. With no stack running, a
 // demo starts one of its own: three greeters and a 14 s client around one
 // event.
@@ -28,7 +28,8 @@
 // 3), DETACH=1 (up in the background, under a supervisor of its own; down
 // stops it), ETCD_ENDPOINTS (an etcd to use instead of starting one),
 // TLS=1 (mutual TLS between the client and the greeters), CLIENT_POLICY
-// (the client's balancer, default round_robin).
+// (the client's balancer, default round_robin; rollcall_p2c_ewma for a
+// bad-deploy demo's own stack, so that the bad instance is ejected).
 package main
 
 import (
@@ -48,7 +49,7 @@ func main() {
 
 func run() error {
 	if len(os.Args) != 2 {
-		return fmt.Errorf("want one command (up, down, kill, scale or rolling), got %q", os.Args[1:])
+		return fmt.Errorf("want one command (up, down, kill, scale, rolling or bad-deploy), got %q", os.Args[1:])
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
@@ -64,8 +65,12 @@ func run() error {
 		return down(ctx)
 	default:
 		if d, ok := demos[cmd]; ok {
+			if cmd == "bad-deploy" && os.Getenv("CLIENT_POLICY") == "" {
+				// For a stack of its own: round_robin never ejects.
+				os.Setenv("CLIENT_POLICY", "rollcall_p2c_ewma")
+			}
 			return runDemo(ctx, cmd, d)
 		}
-		return fmt.Errorf("unknown command %q: want up, down, kill, scale or rolling", cmd)
+		return fmt.Errorf("unknown command %q: want up, down, kill, scale, rolling or bad-deploy", cmd)
 	}
 }

@@ -42,6 +42,9 @@ type Target struct {
 	Namespace string
 	// Policy is the balancing policy; empty means rollcall's default.
 	Policy string
+	// Zone is the client's zone, for zone-aware routing (rollcall's
+	// policies); empty turns it off.
+	Zone string
 	// TLS, when it names a file, makes calls over (mutual) TLS.
 	TLS tlsfiles.Files
 	// SnapshotDir, when set, keeps the last list of each service read
@@ -79,7 +82,7 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (*Config, 
 	env := map[string]string{
 		"service": "TARGET_SERVICE", "namespace": "DISCOVERY_NAMESPACE", "mode": "CLIENT_MODE", "rate": "CLIENT_RATE",
 		"concurrency": "CLIENT_CONCURRENCY", "duration": "CLIENT_DURATION", "timeout": "CLIENT_TIMEOUT",
-		"view": "CLIENT_VIEW", "policy": "CLIENT_POLICY", "snapshot-dir": "DISCOVERY_SNAPSHOT_DIR",
+		"view": "CLIENT_VIEW", "policy": "CLIENT_POLICY", "snapshot-dir": "DISCOVERY_SNAPSHOT_DIR", "zone": "ZONE",
 		"xds": "CLIENT_XDS",
 	}
 	c.Etcd.RegisterFlags(fs, env)
@@ -87,6 +90,8 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (*Config, 
 	fs.StringVar(&target.Namespace, "namespace", target.Namespace, "first segment of etcd keys")
 	fs.StringVar(&calls.Name, "name", calls.Name, "name to greet")
 	fs.StringVar(&target.Policy, "policy", target.Policy, "balancing policy (default: rollcall's, "+call.DefaultPolicy+"; round_robin shows calls in turn)")
+	fs.StringVar(&target.Zone, "zone", target.Zone,
+		"this client's zone: calls stay with the instances registered in it while they have their share of the capacity (default: no zone-aware routing)")
 	fs.StringVar(&calls.Mode, "mode", calls.Mode, "demo (slow, every answer shown) or load (closed loop, JSON summary)")
 	fs.Float64Var(&calls.Rate, "rate", calls.Rate, "demo: calls per second")
 	fs.IntVar(&calls.Concurrency, "concurrency", calls.Concurrency, "load: concurrent workers")
@@ -113,6 +118,9 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (*Config, 
 func (c *Config) validate() error {
 	errs := []error{c.Etcd.Validate(), discovery.ValidateService(c.Target.Service), discovery.ValidateNamespace(c.Target.Namespace), c.Target.TLS.Validate(),
 		c.Telemetry.Validate()}
+	if len(c.Target.Zone) > 128 {
+		errs = append(errs, fmt.Errorf("invalid zone of %d bytes: want at most 128", len(c.Target.Zone)))
+	}
 	if c.Calls.Mode != ModeDemo && c.Calls.Mode != ModeLoad {
 		errs = append(errs, fmt.Errorf("invalid mode %q: want demo or load", c.Calls.Mode))
 	}

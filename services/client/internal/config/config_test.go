@@ -10,13 +10,13 @@ import (
 )
 
 func TestLoadDefaultsAndEnvironment(t *testing.T) {
-	env := map[string]string{"CLIENT_MODE": "load", "CLIENT_CONCURRENCY": "8", "ETCD_ENDPOINTS": "10.0.0.1:2379,10.0.0.2:2379"}
+	env := map[string]string{"CLIENT_MODE": "load", "CLIENT_CONCURRENCY": "8", "ETCD_ENDPOINTS": "10.0.0.1:2379,10.0.0.2:2379", "ZONE": "eu-west-1a"}
 	c, err := config.Load([]string{"-concurrency", "16"}, func(k string) string { return env[k] }, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Calls.Mode != "load" || c.Calls.Concurrency != 16 || c.Target.Service != "greeter" || c.Calls.Timeout != time.Second {
-		t.Errorf("config = %+v; want load mode, the flag's concurrency 16 over the variable's 8, service greeter, timeout 1s", c)
+	if c.Calls.Mode != "load" || c.Calls.Concurrency != 16 || c.Target.Service != "greeter" || c.Calls.Timeout != time.Second || c.Target.Zone != "eu-west-1a" {
+		t.Errorf("config = %+v; want load mode, the flag's concurrency 16 over the variable's 8, service greeter, timeout 1s, zone eu-west-1a", c)
 	}
 	if got := c.Etcd.Endpoints.String(); got != "10.0.0.1:2379,10.0.0.2:2379" {
 		t.Errorf("etcd endpoints = %q", got)
@@ -35,6 +35,7 @@ func TestLoadRejectsBadValuesInOneLine(t *testing.T) {
 		{[]string{"-timeout", "0s"}, nil, "invalid timeout 0s"},
 		{[]string{"-view", "3d"}, nil, `invalid view "3d"`},
 		{[]string{"-service", "../etc"}, nil, `invalid service name "../etc"`},
+		{nil, map[string]string{"ZONE": strings.Repeat("z", 200)}, "invalid zone of 200 bytes: want at most 128"},
 		{nil, map[string]string{"CLIENT_DURATION": "forever"}, `invalid CLIENT_DURATION="forever"`},
 		{nil, map[string]string{"ETCD_ENDPOINTS": "localhost"}, `invalid etcd endpoint "localhost"`},
 		{nil, map[string]string{"ETCD_USERNAME": "root"}, "username and password go together"},

@@ -43,6 +43,9 @@ func NewConn(cfg config.Target, rb *resolve.Builder, etcd *clientv3.Client, tel 
 	if cfg.Policy != "" {
 		opts = append(opts, call.WithPolicy(cfg.Policy))
 	}
+	if cfg.Zone != "" {
+		opts = append(opts, call.WithZone(cfg.Zone))
+	}
 	opts = append(opts, tel.CallOptions()...)
 	opts = append(opts, call.WithDialOptions(tel.DialOptions()...))
 	conn, err := call.Dial(rb, cfg.Service, opts...)

@@ -25,8 +25,8 @@ type Config struct {
 	Serve serve.Config
 	Etcd  discovery.EtcdConfig
 	// Faults are artificial misbehaviours for demos and benchmarks: a
-	// delay in every answer, a share of calls failed with a code. None by
-	// default.
+	// delay in every answer, a share of calls failed with a code, a slow
+	// start. None by default.
 	Faults    service.Faults
 	Log       logs.Config
 	Telemetry telemetry.Config
@@ -43,12 +43,14 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (*Config, 
 	}
 	fs := flag.NewFlagSet("greeter", flag.ContinueOnError)
 	fs.SetOutput(usage)
-	env := map[string]string{"latency": "GREETER_LATENCY", "fail-rate": "GREETER_FAIL_RATE", "fail-code": "GREETER_FAIL_CODE"}
+	env := map[string]string{"latency": "GREETER_LATENCY", "fail-rate": "GREETER_FAIL_RATE", "fail-code": "GREETER_FAIL_CODE",
+		"warmup-calls": "GREETER_WARMUP_CALLS"}
 	c.Serve.RegisterFlags(fs, env)
 	c.Etcd.RegisterFlags(fs, env)
 	fs.DurationVar(&c.Faults.Latency, "latency", 0, "artificial delay in every answer")
 	fs.Float64Var(&c.Faults.FailRate, "fail-rate", 0, "share of SayHello calls to fail with -fail-code, 0 to 1")
 	failCode := fs.String("fail-code", "INTERNAL", "gRPC code of the failures -fail-rate injects (NOT_FOUND, UNAVAILABLE, ...)")
+	fs.IntVar(&c.Faults.WarmupCalls, "warmup-calls", 0, "the first N SayHello calls take 10x -latency, as on a cold instance")
 	c.Log.RegisterFlags(fs, env)
 	c.Telemetry.RegisterFlags(fs, env)
 	if err := flagenv.Parse(fs, env, args, getenv); err != nil {
@@ -59,6 +61,9 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (*Config, 
 	errs = append(errs, c.Serve.Validate(), c.Etcd.Validate(), c.Telemetry.Validate())
 	if c.Faults.Latency < 0 {
 		errs = append(errs, fmt.Errorf("invalid latency %v: want >= 0", c.Faults.Latency))
+	}
+	if c.Faults.WarmupCalls < 0 {
+		errs = append(errs, fmt.Errorf("invalid warmup-calls %d: want >= 0", c.Faults.WarmupCalls))
 	}
 	if !(c.Faults.FailRate >= 0 && c.Faults.FailRate <= 1) {
 		errs = append(errs, fmt.Errorf("invalid fail-rate %v: want 0 to 1", c.Faults.FailRate))

@@ -30,6 +30,7 @@ type Greeter struct {
 	greeter *biz.Greeter
 	faults  Faults
 	outage  *Outage
+	calls   atomic.Int64 // SayHello calls so far, while WarmupCalls counts them
 }
 
 var _ greeterv1.GreeterServiceServer = (*Greeter)(nil)
@@ -43,7 +44,13 @@ type Faults struct {
 	// (after Latency, as an application's error would be).
 	FailRate float64
 	FailCode codes.Code
+	// WarmupCalls: the first this many SayHello calls take ten times
+	// Latency, as on a cold instance (empty caches, a JIT warming up).
+	WarmupCalls int
 }
+
+// coldFactor is how much slower a warming-up instance answers.
+const coldFactor = 10
 
 // Outage is the switch of a failure drill: while it is on, every SayHello
 // call fails with UNAVAILABLE, as on an instance that lost a dependency.
@@ -67,7 +74,7 @@ func (g *Greeter) SayHello(ctx context.Context, req *greeterv1.SayHelloRequest) 
 	if g.outage.on.Load() {
 		return nil, status.Error(codes.Unavailable, "outage drill: every call fails")
 	}
-	if err := g.wait(ctx); err != nil {
+	if err := sleep(ctx, g.nextLatency()); err != nil {
 		return nil, err
 	}
 	if g.faults.FailRate > 0 && rand.Float64() < g.faults.FailRate {
@@ -83,7 +90,7 @@ func (g *Greeter) StreamHellos(req *greeterv1.StreamHellosRequest, stream greete
 		return status.Errorf(codes.InvalidArgument, "count %d is over %d", req.GetCount(), MaxStreamCount)
 	}
 	for i := range req.GetCount() {
-		if err := g.wait(stream.Context()); err != nil {
+		if err := sleep(stream.Context(), g.faults.Latency); err != nil {
 			return err
 		}
 		greeting := g.greeter.Greet(req.GetName())
@@ -94,11 +101,22 @@ func (g *Greeter) StreamHellos(req *greeterv1.StreamHellosRequest, stream greete
 	return nil
 }
 
-func (g *Greeter) wait(ctx context.Context) error {
-	if g.faults.Latency <= 0 {
+// nextLatency is the artificial latency of the next SayHello call: ten
+// times Latency while warming up. Once warm, it costs a load: the count
+// would otherwise be a shared write on every call.
+func (g *Greeter) nextLatency() time.Duration {
+	if n := int64(g.faults.WarmupCalls); n > 0 && g.calls.Load() < n && g.calls.Add(1) <= n {
+		return coldFactor * g.faults.Latency
+	}
+	return g.faults.Latency
+}
+
+// sleep waits d, or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
 		return nil
 	}
-	t := time.NewTimer(g.faults.Latency)
+	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
