@@ -48,16 +48,7 @@ func startFleet(t *testing.T, n int, flags ...string) *fleet {
 // every instance has answered (with an error of the application's too).
 func (f *fleet) dial(t *testing.T, opts ...call.Option) greeterv1.GreeterServiceClient {
 	t.Helper()
-	rb, err := resolve.NewBuilder(f.etcd.Client())
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := call.Dial(rb, "greeter", opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	client := greeterv1.NewGreeterServiceClient(conn)
+	client := newClient(t, f.etcd, opts...)
 	seen := map[string]bool{}
 	deadline := time.Now().Add(30 * time.Second)
 	for len(seen) < len(f.greeters) && time.Now().Before(deadline) {

@@ -21,6 +21,20 @@ import (
 // error of its own, too).
 func dialGreeter(t *testing.T, srv *etcdtest.Server, opts ...call.Option) greeterv1.GreeterServiceClient {
 	t.Helper()
+	client := newClient(t, srv, opts...)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := client.SayHello(ctx, &greeterv1.SayHelloRequest{Name: "warmup"}, grpc.WaitForReady(true))
+	if code := status.Code(err); code == codes.Unavailable || code == codes.DeadlineExceeded {
+		t.Fatal(err)
+	}
+	return client
+}
+
+// newClient dials the greeters registered in srv through call.Dial with
+// opts, until the test ends.
+func newClient(t *testing.T, srv *etcdtest.Server, opts ...call.Option) greeterv1.GreeterServiceClient {
+	t.Helper()
 	rb, err := resolve.NewBuilder(srv.Client())
 	if err != nil {
 		t.Fatal(err)
@@ -30,14 +44,7 @@ func dialGreeter(t *testing.T, srv *etcdtest.Server, opts ...call.Option) greete
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	client := greeterv1.NewGreeterServiceClient(conn)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	_, err = client.SayHello(ctx, &greeterv1.SayHelloRequest{Name: "warmup"}, grpc.WaitForReady(true))
-	if code := status.Code(err); code == codes.Unavailable || code == codes.DeadlineExceeded {
-		t.Fatal(err)
-	}
-	return client
+	return greeterv1.NewGreeterServiceClient(conn)
 }
 
 // A client in zone a calls the greeters of zone a only; when they are all
