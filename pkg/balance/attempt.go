@@ -101,6 +101,19 @@ func (a *Attempt) Live() int { return int(a.live.Load()) }
 // estimate, never lower it.
 func (a *Attempt) Lost() { a.cut.Store(int32(lost)) }
 
+// avoidsMax: a's call already went to MaxAvoid instances.
+func (a *Attempt) avoidsMax() bool { return a != nil && a.avoid[MaxAvoid-1] != nil }
+
+// avoidsZone: a avoids an instance of zone.
+func (a *Attempt) avoidsZone(zone string) bool {
+	for _, s := range a.avoid {
+		if s != nil && s.zoneName() == zone {
+			return true
+		}
+	}
+	return false
+}
+
 func (a *Attempt) avoids(st *addrState) bool {
 	for _, s := range a.avoid {
 		if s == st {

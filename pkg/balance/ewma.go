@@ -1,6 +1,7 @@
 package balance
 
 import (
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -128,6 +129,30 @@ func (st *addrState) Resumed() {
 		st.stats.ewmaNs.Store(sum / n)
 		st.stats.sampled.Store(false)
 	}
+}
+
+// staleDecay is the time constant over which an estimate that no answer
+// refreshes loses its weight (Finagle's peak EWMA decays over the same
+// 10 s, toward zero).
+const staleDecay = 10 * time.Second
+
+// freshness is how much an instance's estimate still counts against a
+// fresher one's, in (0, 1]: all of it while an attempt is in flight on
+// it, less and less as time passes without an answer. An instance that a
+// few slow answers (a cold start, a pause of its machine) put behind its
+// peers gets no calls, so no answer would ever correct its estimate: this
+// way it is tried again after a while, the sooner the smaller its
+// excess: about 4 s for 2.5x its peers, 20 s for 10x, a minute for a
+// failure penalty of 1 s against 1 ms.
+func (st *stats) freshness(now time.Duration) float64 {
+	if st.inflight() > 0 {
+		return 1
+	}
+	idle := now - time.Duration(st.lastAnswer.Load())
+	if idle <= 0 {
+		return 1
+	}
+	return math.Exp(-float64(idle) / float64(staleDecay))
 }
 
 // inflight is how many attempts are in flight on the instance.

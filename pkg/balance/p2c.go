@@ -61,7 +61,8 @@ const minStuck = 20 * time.Millisecond
 
 // worse reports whether a should lose to b: it is stuck and b is not, or
 // it is slower by more than SlowFactor (divided by its share of its
-// weight while it starts, in a slow-start window).
+// weight while it starts, in a slow-start window), its estimate's excess
+// over b's shrunk as the estimate goes stale (stats.freshness).
 func (p *p2cPicker) worse(a, b endpoint, now, window time.Duration) bool {
 	if stuckA, stuckB := p.stuck(a, now), p.stuck(b, now); stuckA != stuckB {
 		return stuckA
@@ -71,7 +72,11 @@ func (p *p2cPicker) worse(a, b endpoint, now, window time.Duration) bool {
 		share, _ := ramp(a.state, now, window)
 		factor /= share
 	}
-	return float64(a.stats.ewmaNs.Load()) > factor*float64(b.stats.ewmaNs.Load())
+	ea, eb := float64(a.stats.ewmaNs.Load()), float64(b.stats.ewmaNs.Load())
+	if ea <= factor*eb {
+		return false
+	}
+	return eb+(ea-eb)*a.stats.freshness(now) > factor*eb
 }
 
 // stuck: ep has calls in flight and has not answered for StuckFactor

@@ -13,7 +13,8 @@ import (
 
 // An instance with calls in flight and no answer for a while (a
 // deadlocked handler) loses to one that answers, whatever its latency
-// estimate; a slow instance that answers loses by its latency.
+// estimate; a slow instance that answers loses by its latency; one that
+// lost every comparison for long enough is tried again.
 func TestStuckInstanceLosesTheComparison(t *testing.T) {
 	cfg, _ := parseP2CConfig(nil)
 	p := &p2cPicker{cfg: cfg.(*P2CConfig)}
@@ -38,6 +39,10 @@ func TestStuckInstanceLosesTheComparison(t *testing.T) {
 		{"silent under 4x its latency, but slower", ep(100*time.Millisecond, 5, 300*time.Millisecond), ep(time.Millisecond, 5, 0), true},
 		{"slower by 10x, answering", ep(20*time.Millisecond, 2, 0), ep(2*time.Millisecond, 10, 0), true},
 		{"slower by 1.5x", ep(3*time.Millisecond, 10, 0), ep(2*time.Millisecond, 10, 0), false},
+		{"slower by 10x, no answer for a second", ep(20*time.Millisecond, 0, time.Second), ep(2*time.Millisecond, 10, 0), true},
+		{"slower by 10x, no answer for 30 s: tried again", ep(20*time.Millisecond, 0, 30*time.Second), ep(2*time.Millisecond, 10, 0), false},
+		{"slower by 10x, no answer for 30 s, one in flight", ep(20*time.Millisecond, 1, 30*time.Second), ep(2*time.Millisecond, 10, 0), true},
+		{"slower by 2.5x, no answer for 5 s: tried again", ep(5*time.Millisecond, 0, 5*time.Second), ep(2*time.Millisecond, 10, 0), false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

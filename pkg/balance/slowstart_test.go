@@ -107,10 +107,12 @@ func TestStartingInstanceWeightAndComparison(t *testing.T) {
 		{30 * time.Millisecond, true},
 	} {
 		cold.stats.ewmaNs.Store(int64(tt.latency))
+		cold.stats.lastAnswer.Store(int64(t0)) // answering: its estimate is fresh
 		if got := p.worse(cold, eps[0], t0, v.window); got != tt.worse {
 			t.Errorf("starting instance at %v against 1ms: worse %v, want %v", tt.latency, got, tt.worse)
 		}
 	}
+	cold.stats.lastAnswer.Store(int64(t0 + time.Hour))
 	if !p.worse(cold, eps[0], t0+time.Hour, v.window) {
 		t.Error("after its window, an instance 30x slower does not lose")
 	}

@@ -41,8 +41,8 @@ func (v *view) pool(eps []endpoint) []endpoint {
 	return v.all
 }
 
-// wider is where an attempt that avoids every instance of its zone's pool
-// looks: every instance of the view; nil when the pool already is that.
+// wider is where an attempt looks beyond its zone's pool (candidates):
+// every instance of the view; nil when the pool already is that.
 func (v *view) wider() []endpoint {
 	if v.zone == nil {
 		return nil

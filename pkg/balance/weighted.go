@@ -38,8 +38,17 @@ func (p *weightedPicker) Pick(info balancer.PickInfo) (balancer.PickResult, erro
 	pool := v.pool(p.eps)
 	p.mu.Lock()
 	// The widest choice that leaves a candidate: live and not avoided
-	// (in the zone drawn, then in any), then live, then every instance.
-	best, n := p.next(pool, fresh, a, now)
+	// (in the zones the call has not failed in when it failed in
+	// MaxAvoid instances, as candidates says; in the zone drawn; in any),
+	// then live, then every instance.
+	var best *endpoint
+	var n int
+	if a.avoidsMax() && v.wider() != nil {
+		best, n = p.next(keep(v.wider(), func(ep endpoint) bool { return !a.avoidsZone(ep.state.zoneName()) }), fresh, a, now)
+	}
+	if best == nil {
+		best, n = p.next(pool, fresh, a, now)
+	}
 	if best == nil && v.wider() != nil {
 		best, n = p.next(v.wider(), fresh, a, now)
 	}

@@ -117,12 +117,19 @@ func routeZones(eps []endpoint, client string, zones int, now time.Duration, slo
 	return z
 }
 
+// zoneSlowMargin is how much slower than the reference an instance must
+// also be to lose capacity for its zone: a cross-zone call pays a round
+// trip of about a millisecond each way, more under load, so spilling
+// calls for a smaller difference saves nothing; and a loaded machine's
+// jitter moves latency estimates by that much.
+const zoneSlowMargin = 5 * time.Millisecond
+
 // health is the share of its weight an instance serves with: none when
 // stalled or failing; for one slower than slowFactor times the reference
-// latency, the reference over its own; otherwise all of it. Latencies
-// within slowFactor of each other count as equal, as they do in
-// rollcall_p2c_ewma's comparison: a zone loaded by its own callers is not
-// slow.
+// latency (and by zoneSlowMargin), the reference over its own; otherwise
+// all of it. Latencies within slowFactor of each other count as equal,
+// as they do in rollcall_p2c_ewma's comparison: a zone loaded by its own
+// callers is not slow.
 func health(ep endpoint, now, ref time.Duration, slowFactor float64) float64 {
 	if ep.state.stalledAt(now) || ep.state.out.isFailing.Load() {
 		return 0
@@ -130,7 +137,7 @@ func health(ep endpoint, now, ref time.Duration, slowFactor float64) float64 {
 	if !ep.stats.sampled.Load() || ref <= 0 {
 		return 1
 	}
-	if own := time.Duration(ep.stats.ewmaNs.Load()); float64(own) > slowFactor*float64(ref) {
+	if own := time.Duration(ep.stats.ewmaNs.Load()); float64(own) > slowFactor*float64(ref) && own-ref > zoneSlowMargin {
 		return float64(ref) / float64(own)
 	}
 	return 1

@@ -1,9 +1,14 @@
 package balance
 
 import (
+	"context"
 	"math"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/balancer"
+
+	"github.com/rollcall/rollcall/pkg/liveness"
 )
 
 // zoned returns endpoints in the zones given, of weight 1, each answering
@@ -54,6 +59,8 @@ func TestRouteZones(t *testing.T) {
 			stay: 1.0 / 9 * 3, spill: map[string]float64{"b": 0.5, "c": 0.5}},
 		{name: "one a instance 10x slower", zones: []string{"a", "a", "a", "b", "b", "b"}, nZones: 2, stay: 2.1 / 5.1 * 2,
 			spill: map[string]float64{"b": 1}, change: func(eps []endpoint) { eps[0].stats.ewmaNs.Store(int64(10 * time.Millisecond)) }},
+		{name: "one a instance 4x slower, by 3 ms: not slow", zones: []string{"a", "a", "a", "b", "b", "b"}, nZones: 2,
+			change: func(eps []endpoint) { eps[0].stats.ewmaNs.Store(int64(4 * time.Millisecond)) }, stay: 1},
 		{name: "one a instance 1.5x slower: not slow", zones: []string{"a", "a", "a", "b", "b", "b"}, nZones: 2,
 			change: func(eps []endpoint) { eps[0].stats.ewmaNs.Store(int64(1500 * time.Microsecond)) }, stay: 1},
 	}
@@ -96,6 +103,54 @@ func TestZoneDrawsFollowTheSplit(t *testing.T) {
 	// A binomial draw: within about four standard deviations (26 each).
 	if local < 900 || local > 1100 {
 		t.Errorf("%d of %d draws stayed in zone a, want about 1000", local, n)
+	}
+}
+
+// A retry or hedge stays in the client's zone while it has instances the
+// call has not tried; the attempt after two tried ones goes to another
+// zone, in case the whole zone went down. Both policies.
+func TestLastAttemptLeavesTheZone(t *testing.T) {
+	for _, policy := range pickers {
+		t.Run(policy.name, func(t *testing.T) {
+			eps, lb := testFleet(t, policy.parse, `{"zone":"a"}`, 6, "a", "b")
+			for i := range eps {
+				eps[i].weight = 1
+				eps[i].stats.observe(time.Millisecond)
+				eps[i].stats.lastAnswer.Store(int64(liveness.Now()))
+			}
+			p := policy.new(eps, lb.cfg, lb)
+			tried := func(eps ...endpoint) *Attempt {
+				a := &Attempt{}
+				for _, ep := range eps {
+					b := &Attempt{}
+					b.picked.Store(ep.state)
+					a.Avoid(b)
+				}
+				return a
+			}
+			// eps 0, 2 and 4 are in zone a.
+			for _, tt := range []struct {
+				name   string
+				tried  []endpoint
+				inZone string
+			}{
+				{"first attempt", nil, "a"},
+				{"after one", []endpoint{eps[0]}, "a"},
+				{"after two", []endpoint{eps[0], eps[2]}, "b"},
+			} {
+				for range 50 {
+					a := tried(tt.tried...)
+					res, err := p.Pick(balancer.PickInfo{Ctx: WithAttempt(context.Background(), a)})
+					if err != nil {
+						t.Fatal(err)
+					}
+					res.Done(balancer.DoneInfo{})
+					if z := a.picked.Load().zoneName(); z != tt.inZone {
+						t.Fatalf("%s: picked an instance of zone %s, want %s", tt.name, z, tt.inZone)
+					}
+				}
+			}
+		})
 	}
 }
 
