@@ -141,7 +141,7 @@ func writeGroups(b *strings.Builder, results []result) {
 	}
 	if has(groupModels) {
 		b.WriteString("\n## Three models side by side\n\nThe same load and events through: **rollcall** (`call.Dial`, balancing in the " +
-			"client), **xds** (the control plane and grpc-go's xDS client) and **nginx** (Debian's package, `grpc_pass` to an " +
+			"client), **xds** (the control plane and grpc-go's xDS client) and **nginx** (Debian's package, which the run installs with apt when missing; `grpc_pass` to an " +
 			"upstream that a watcher renders from etcd and reloads nginx with).\n\n")
 		describeGroup(b, groupModels)
 		printGroupTable(b, results, groupModels, modelStacks)

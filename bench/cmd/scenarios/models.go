@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -48,18 +49,27 @@ func nginxStack(bin string) stack {
 	return st
 }
 
-// errNoNginx: the proxy model cannot run here.
-var errNoNginx = fmt.Errorf("skipped: no nginx binary (install Debian's nginx: apt-get install -y nginx)")
+// nginxPath finds Debian's nginx, installing it with apt when it can.
+func nginxPath() (string, error) {
+	const debian = "/usr/sbin/nginx"
+	if path, err := exec.LookPath("nginx"); err == nil {
+		return path, nil
+	}
+	if _, err := os.Stat(debian); err == nil {
+		return debian, nil
+	}
+	if err := localstack.InstallDebian("nginx"); err != nil {
+		return "", fmt.Errorf("skipped: no nginx binary: %w", err)
+	}
+	return debian, nil
+}
 
 // startNginx renders the upstream from etcd, starts nginx, and keeps the
 // upstream current until the run ends.
 func (e *env) startNginx() (string, error) {
-	nginx, err := exec.LookPath("nginx")
+	nginx, err := nginxPath()
 	if err != nil {
-		if _, serr := os.Stat("/usr/sbin/nginx"); serr != nil {
-			return "", errNoNginx
-		}
-		nginx = "/usr/sbin/nginx"
+		return "", err
 	}
 	dir := filepath.Join(e.dir, "nginx")
 	if err := os.MkdirAll(filepath.Join(dir, "tmp"), 0o755); err != nil {
@@ -101,10 +111,13 @@ http {
 	if err != nil {
 		return "", err
 	}
-	// mu orders a render with nginx's start: nginx reads the file
-	// rendered before it started, and is reloaded for any after.
+	// mu orders a render with nginx's start. nginx reads the file
+	// rendered before it started, and is reloaded (SIGHUP to its master)
+	// for any after, but only once it listens: before it has set its
+	// handlers, a SIGHUP ends it.
 	var mu sync.Mutex
 	var proc *localstack.Process
+	listening, stale := false, false
 	listed := make(chan struct{})
 	render := func(list []discovery.Instance) {
 		mu.Lock()
@@ -125,8 +138,11 @@ http {
 		default:
 			close(listed)
 		}
-		if proc != nil {
+		switch {
+		case listening:
 			syscall.Kill(proc.PID(), syscall.SIGHUP) // the master alone: it reloads
+		case proc != nil:
+			stale = true
 		}
 	}
 	stop, err := rb.Follow("greeter", render)
@@ -136,13 +152,42 @@ http {
 	e.atClose = append(e.atClose, stop)
 	<-listed // rendered once: nginx can start
 	mu.Lock()
-	defer mu.Unlock()
 	proc, err = e.procs.Start(localstack.Command{Name: "nginx", Path: nginx,
 		Args: []string{"-p", dir, "-c", filepath.Join(dir, "nginx.conf"), "-e", filepath.Join(dir, "error.log")}})
+	mu.Unlock()
 	if err != nil {
 		return "", err
 	}
+	if err := awaitListening(addr, proc, 10*time.Second); err != nil {
+		return "", fmt.Errorf("nginx (log %s): %w", filepath.Join(dir, "error.log"), err)
+	}
+	mu.Lock()
+	listening = true
+	if stale {
+		syscall.Kill(proc.PID(), syscall.SIGHUP)
+	}
+	mu.Unlock()
 	return addr, nil
+}
+
+// awaitListening returns once addr accepts a connection, or an error if
+// proc exits first or within d it does not.
+func awaitListening(addr string, proc *localstack.Process, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		conn, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			return conn.Close()
+		}
+		select {
+		case <-proc.Done():
+			return fmt.Errorf("exited before listening on %s", addr)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not listening on %s after %v: %w", addr, d, err)
+		}
+	}
 }
 
 // runSteady runs the load with no event: calls per second, p50 and p99,

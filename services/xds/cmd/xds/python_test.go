@@ -38,30 +38,9 @@ func pythonWithGRPC(t *testing.T) {
 	if hasGRPC() {
 		return
 	}
-	var apt []string
-	switch {
-	case os.Geteuid() == 0:
-		apt = []string{"apt-get"}
-	case exec.Command("sudo", "-n", "true").Run() == nil:
-		apt = []string{"sudo", "-n", "apt-get"}
-	default:
-		t.Skip("python3-grpcio is not installed and apt-get cannot run here (not root, no passwordless sudo): run `apt-get install -y python3-grpcio` as root")
-	}
-	if _, err := exec.LookPath("apt-get"); err != nil {
-		t.Skip("python3-grpcio is not installed and there is no apt-get: install gRPC for " + python)
-	}
-	install := func(args ...string) ([]byte, error) {
-		cmd := exec.Command(apt[0], append(apt[1:], args...)...)
-		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
-		return cmd.CombinedOutput()
-	}
 	t.Log("installing python3-grpcio with apt-get")
-	if out, err := install("install", "-y", "python3-grpcio"); err != nil {
-		// The package lists may be missing or stale (a fresh container).
-		install("update")
-		if out2, err := install("install", "-y", "python3-grpcio"); err != nil {
-			t.Skipf("apt-get install python3-grpcio failed: %v\n%s\n%s", err, lastLines(out, 5), lastLines(out2, 5))
-		}
+	if err := localstack.InstallDebian("python3-grpcio"); err != nil {
+		t.Skipf("python3-grpcio is not installed: %v", err)
 	}
 	if !hasGRPC() {
 		t.Skipf("python3-grpcio installed, yet %s cannot import grpc", python)
