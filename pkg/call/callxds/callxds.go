@@ -34,8 +34,11 @@ const Scheme = "xds"
 func Target(service string) string { return Scheme + ":///" + service }
 
 // Bootstrap returns a bootstrap (gRFC A27) naming the control planes at
-// servers, host:port each, in order of preference: a client that loses
-// the first falls back to the next. node names the client to the control
+// servers, host:port each, in order of preference: a client that starts
+// while the first is unreachable uses the next (gRFC A71). A client that
+// loses its control plane later keeps the resources it received and
+// reconnects to that one: grpc-go moves to the next only for resources it
+// has never received. node names the client to the control
 // plane (rollcall's serves every node alike). The servers may not delete
 // a listener or cluster a client holds (ignore_resource_deletion): a
 // control plane that lost etcd at its start cannot take a service away.

@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"syscall"
 	"testing"
@@ -115,6 +116,69 @@ func TestBadDeployIsEjected(t *testing.T) {
 	}
 }
 
+// With two of three greeters answering INTERNAL, only one can be ejected
+// (a third of them), and more than half are unhealthy: the client enters
+// panic mode and spreads its calls over all three rather than pile them
+// on the healthy one. rollcall_weighted, whose shares are exact.
+func TestPanicModeSpreadsCallsOverEveryGreeter(t *testing.T) {
+	srv := etcdtest.Start(t)
+	startGreeter(t, srv.Endpoint(), "g1", "registered in etcd")
+	for _, id := range []string{"bad1", "bad2"} {
+		startGreeter(t, srv.Endpoint(), id, "registered in etcd", "-fail-rate", "1", "-fail-code", "INTERNAL")
+	}
+	obs := &fleets{}
+	client := dialGreeter(t, srv, call.WithPolicy(balance.Weighted), call.WithBalanceObserver(obs))
+	obs.await(t, "every instance ready", func(s balance.FleetStatus) bool { return s.Ready == 3 })
+	for round := 0; !obs.status().Panic; round++ {
+		if round == 50 {
+			t.Fatalf("5000 calls and no panic mode; status %+v", obs.status())
+		}
+		callMany(client, 100, 4, 10*time.Second)
+	}
+	got, byID := callMany(client, 300, 4, 10*time.Second)
+	// A third of the calls reach g1 and succeed; the rest reach the two
+	// bad ones, the ejected one included, and fail.
+	if byID["g1"] < 80 || byID["g1"] > 120 || got[codes.Internal] < 180 {
+		t.Errorf("300 calls in panic mode ended %v, answered by %v; want a third answered by g1, the rest INTERNAL", got, byID)
+	}
+	if s := obs.status(); s.Ejected.Local != 1 || !s.Panic {
+		t.Errorf("status %+v: want one ejected, panic mode on", s)
+	}
+}
+
+// A greeter that joins a fleet already serving starts at a tenth of its
+// weight (rollcall_weighted, whose shares are exact; a window so long
+// that its weight stays at about a tenth through the test); with slow
+// start off it takes its full quarter at once.
+func TestJoiningGreeterStartsSlowly(t *testing.T) {
+	for _, tt := range []struct {
+		window   time.Duration
+		min, max int // of 1000 calls to the new greeter
+	}{
+		{10 * time.Minute, 10, 100}, // a tenth of a weight against three whole ones is 3 %
+		{0, 200, 300},
+	} {
+		t.Run(fmt.Sprintf("window %v", tt.window), func(t *testing.T) {
+			srv := etcdtest.Start(t)
+			for _, id := range []string{"g1", "g2", "g3"} {
+				startGreeter(t, srv.Endpoint(), id, "registered in etcd")
+			}
+			obs := &fleets{}
+			client := dialGreeter(t, srv, call.WithPolicy(balance.Weighted), call.WithSlowStart(tt.window), call.WithBalanceObserver(obs))
+			obs.await(t, "three instances ready", func(s balance.FleetStatus) bool { return s.Ready == 3 })
+			// Only an instance that joins once the others have served for
+			// a second starts slowly (a fleet starting together does not):
+			// the policy's rule, not a synchronization.
+			time.Sleep(1100 * time.Millisecond)
+			startGreeter(t, srv.Endpoint(), "new", "registered in etcd")
+			obs.await(t, "the new instance ready", func(s balance.FleetStatus) bool { return s.Ready == 4 })
+			if _, byID := callMany(client, 1000, 4, 10*time.Second); byID["new"] < tt.min || byID["new"] > tt.max {
+				t.Errorf("the new greeter answered %d of 1000 calls (%v), want %d to %d", byID["new"], byID, tt.min, tt.max)
+			}
+		})
+	}
+}
+
 // fleets is a balance.Observer that keeps the balancers it is told of.
 type fleets struct {
 	mu   sync.Mutex
@@ -129,18 +193,23 @@ func (f *fleets) BalancerStarted(_ string, fl *balance.Fleet) {
 
 func (f *fleets) BalancerClosed(string, *balance.Fleet) {}
 
+// status is what the latest balancer does now.
+func (f *fleets) status() balance.FleetStatus {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.list) == 0 {
+		return balance.FleetStatus{}
+	}
+	return f.list[len(f.list)-1].Status()
+}
+
 // await polls the balancer's status (it has no events) until ok says
 // it shows what the test waits for; it fails the test after 30 s.
 func (f *fleets) await(t *testing.T, what string, ok func(balance.FleetStatus) bool) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		f.mu.Lock()
-		var s balance.FleetStatus
-		if len(f.list) > 0 {
-			s = f.list[len(f.list)-1].Status()
-		}
-		f.mu.Unlock()
+		s := f.status()
 		if ok(s) {
 			return
 		}

@@ -2,7 +2,9 @@
 // serves, to proxyless gRPC clients in any language (xds:///SERVICE), the
 // instances registered in etcd, with rollcall's defaults as xDS. It
 // registers itself in etcd like any service (as "xds" by default), so
-// several replicas can run and a client's bootstrap names them all. Run
+// several replicas can run and a client's bootstrap names them all: a
+// client that starts while the first is down uses the next, and one that
+// loses its control plane keeps what it received until it is back. Run
 // with -h for its flags and environment.
 package main
 

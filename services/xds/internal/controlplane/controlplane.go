@@ -130,8 +130,9 @@ func (cp *ControlPlane) Register(s grpc.ServiceRegistrar) {
 
 // EndStreams ends every ADS stream, and those that open later at once,
 // so that a stopping server stops without waiting for them. Clients keep
-// the resources they hold and connect to another control plane, or to
-// this one again once it is back.
+// the resources they hold and connect to this one again once it is back
+// (grpc-go moves a running client to the next control plane of its
+// bootstrap only for resources it has never received).
 func (cp *ControlPlane) EndStreams() { cp.endStreams() }
 
 // Close ends the streams, stops reading etcd and waits for it.

@@ -32,6 +32,8 @@ type stack struct {
 	etcd      *etcdtest.Server
 	client    *clientv3.Client
 	cp        *ControlPlane
+	addr      string
+	stop      func() // stops the control plane's server and the control plane
 	bootstrap []byte
 }
 
@@ -39,7 +41,21 @@ func startStack(t *testing.T, cfg Config) *stack {
 	t.Helper()
 	srv := etcdtest.Start(t)
 	s := &stack{etcd: srv, client: srv.Client()}
-	rb, err := resolve.NewBuilder(s.client)
+	s.cp, s.addr, s.stop = serveControlPlane(t, s.client, cfg)
+	var err error
+	s.bootstrap, err = callxds.Bootstrap("test", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// serveControlPlane starts a control plane that reads etcd through
+// client and serves ADS on 127.0.0.1, until stop (once) or the test's
+// end.
+func serveControlPlane(t *testing.T, client *clientv3.Client, cfg Config) (cp *ControlPlane, addr string, stop func()) {
+	t.Helper()
+	rb, err := resolve.NewBuilder(client)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +63,7 @@ func startStack(t *testing.T, cfg Config) *stack {
 		cfg.Defaults = Defaults{Policy: RoundRobin, RetryMethods: call.IdempotentMethods()}
 	}
 	log := slog.New(slog.NewTextHandler(t.Output(), nil))
-	s.cp, err = New(rb, cfg, log)
+	cp, err = New(rb, cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,15 +72,13 @@ func startStack(t *testing.T, cfg Config) *stack {
 		t.Fatal(err)
 	}
 	gs := grpc.NewServer()
-	s.cp.Register(gs)
+	cp.Register(gs)
 	served := make(chan struct{})
 	go func() { defer close(served); gs.Serve(lis) }()
-	t.Cleanup(func() { gs.Stop(); <-served; s.cp.Close() })
-	s.bootstrap, err = callxds.Bootstrap("test", lis.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	var once sync.Once
+	stop = func() { once.Do(func() { gs.Stop(); <-served; cp.Close() }) }
+	t.Cleanup(stop)
+	return cp, lis.Addr().String(), stop
 }
 
 func (s *stack) register(t *testing.T, id string) *register.Registration {
@@ -152,6 +166,30 @@ func (s *stack) endpoints(t *testing.T, service string) []string {
 		}
 	}
 	return addrs
+}
+
+// A client whose bootstrap names two control planes and that starts while
+// the first is down gets everything from the second (gRFC A71). A client
+// already running when its control plane goes away keeps what it
+// received and waits for that one to come back, as xds-cp-restart in
+// docs/benchmarks.md measures: grpc-go (v1.85) moves to the next control
+// plane only for resources it has never received.
+func TestClientStartingWhileTheFirstControlPlaneIsDownUsesTheNext(t *testing.T) {
+	s := startStack(t, Config{})
+	_, second, _ := serveControlPlane(t, s.client, Config{})
+	s.register(t, "a")
+	s.register(t, "b")
+	s.stop()
+	bootstrap, err := callxds.Bootstrap("test", s.addr, second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := callxds.Dial("greeter", callxds.WithBootstrap(bootstrap))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	awaitServers(t, cc, "a", "b")
 }
 
 // A gRPC client that knows only the control plane's address spreads its
