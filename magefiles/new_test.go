@@ -47,7 +47,7 @@ func TestNewService(t *testing.T) {
 // new refuses a bad name and an existing service before it writes
 // anything, naming what is wrong.
 func TestNewRefusesBadInput(t *testing.T) {
-	t.Chdir("..")
+	chdir(t, "..")
 	// Compared before and after: the user's own uncommitted changes are
 	// no failure of new.
 	status := func() string {
@@ -88,7 +88,7 @@ func TestRenameChangesEveryModulePath(t *testing.T) {
 		t.Fatal(err)
 	}
 	repo := copyRepo(t, root)
-	t.Chdir(root)
+	chdir(t, root)
 	old, err := modulePrefix()
 	if err != nil {
 		t.Fatal(err)
@@ -118,7 +118,7 @@ func copyRepo(t *testing.T, root string) string {
 	if err != nil {
 		t.Fatalf("git ls-files: %v", err)
 	}
-	dst := t.TempDir()
+	dst := tempDir(t)
 	for _, f := range strings.Fields(string(out)) {
 		data, err := os.ReadFile(filepath.Join(root, f))
 		if os.IsNotExist(err) {
@@ -142,6 +142,45 @@ func copyRepo(t *testing.T, root string) string {
 	}
 	exec.Command("cp", filepath.Join(root, bufBin), filepath.Join(dst, bufBin)).Run() // none: the copy builds it
 	return dst
+}
+
+// tempDir is t.TempDir without its cleanup's os.RemoveAll, which opens
+// the parent directory, the system's temporary directory: Go's test cache
+// would key the result on that directory's listing, which other
+// programs change all the time. A child process removes it instead.
+func tempDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "rollcall-"+t.Name()+"-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("rm", "-rf", dir).CombinedOutput(); err != nil {
+			t.Errorf("rm -rf %s: %v\n%s", dir, err, out)
+		}
+	})
+	return dir
+}
+
+// chdir changes the working directory until the test ends. Not t.Chdir:
+// it opens ".", and Go's test cache then keys the result on this
+// directory's modification time, which every `go run mage.go` changes
+// (mage writes and removes its generated main here): the result would
+// never come from the cache.
+func chdir(t *testing.T, dir string) {
+	t.Helper()
+	old, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chdir(dir); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := os.Chdir(old); err != nil {
+			t.Errorf("back to %s: %v", old, err)
+		}
+	})
 }
 
 func run(t *testing.T, dir string, env []string, name string, args ...string) {
