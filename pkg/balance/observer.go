@@ -1,6 +1,8 @@
 package balance
 
 import (
+	"slices"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/attributes"
@@ -128,4 +130,62 @@ func (f *Fleet) Status() FleetStatus {
 		}
 	}
 	return s
+}
+
+// Fleets is an Observer that keeps the balancers of the connections it
+// observes while they run, and sums what they do: for a status page, a
+// test or a benchmark (call.WithBalanceObserver(&balance.Fleets{})).
+type Fleets struct {
+	mu   sync.Mutex
+	list []*Fleet
+}
+
+// BalancerStarted keeps f.
+func (fs *Fleets) BalancerStarted(_ string, f *Fleet) {
+	fs.mu.Lock()
+	fs.list = append(fs.list, f)
+	fs.mu.Unlock()
+}
+
+// BalancerClosed forgets f.
+func (fs *Fleets) BalancerClosed(_ string, f *Fleet) {
+	fs.mu.Lock()
+	fs.list = slices.DeleteFunc(fs.list, func(g *Fleet) bool { return g == f })
+	fs.mu.Unlock()
+}
+
+// Len is how many balancers run now.
+func (fs *Fleets) Len() int {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	return len(fs.list)
+}
+
+// Status sums what the balancers do now: counts added, panic mode if any
+// is in it, the zone of the first that has one.
+func (fs *Fleets) Status() FleetStatus {
+	fs.mu.Lock()
+	list := slices.Clone(fs.list)
+	fs.mu.Unlock()
+	var sum FleetStatus
+	for _, f := range list {
+		s := f.Status()
+		if sum.Zone == "" {
+			sum.Zone = s.Zone
+		}
+		sum.Instances += s.Instances
+		sum.Ready += s.Ready
+		sum.Panic = sum.Panic || s.Panic
+		sum.Panics += s.Panics
+		for _, b := range []struct {
+			to   *ByZone
+			from ByZone
+		}{
+			{&sum.Calls, s.Calls}, {&sum.Ejected, s.Ejected}, {&sum.Ejections, s.Ejections}, {&sum.Starting, s.Starting},
+		} {
+			b.to.Local += b.from.Local
+			b.to.Other += b.from.Other
+		}
+	}
+	return sum
 }

@@ -3,7 +3,6 @@ package balance_test
 import (
 	"fmt"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
@@ -52,13 +51,13 @@ func startOne(t *testing.T, srv *etcdtest.Server, id, zone string) *backend {
 
 // dialObserved dials svc with policy and config, its balancers reported
 // to the returned observer.
-func dialObserved(t *testing.T, srv *etcdtest.Server, policy, config string) (healthpb.HealthClient, *fleets) {
+func dialObserved(t *testing.T, srv *etcdtest.Server, policy, config string) (healthpb.HealthClient, *balance.Fleets) {
 	t.Helper()
 	rb, err := resolve.NewBuilder(srv.Client())
 	if err != nil {
 		t.Fatal(err)
 	}
-	obs := &fleets{}
+	obs := &balance.Fleets{}
 	conn, err := grpc.NewClient(rb.Target("svc"), grpc.WithResolvers(balance.WithObserver(rb, "svc", obs)),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"`+policy+`":`+config+`}]}`))
@@ -69,28 +68,13 @@ func dialObserved(t *testing.T, srv *etcdtest.Server, policy, config string) (he
 	return healthpb.NewHealthClient(conn), obs
 }
 
-// fleets is a balance.Observer that keeps the balancers it is told of.
-type fleets struct {
-	mu   sync.Mutex
-	list []*balance.Fleet
-}
-
-func (f *fleets) BalancerStarted(_ string, fl *balance.Fleet) {
-	f.mu.Lock()
-	f.list = append(f.list, fl)
-	f.mu.Unlock()
-}
-
-func (f *fleets) BalancerClosed(string, *balance.Fleet) {}
-
-func (f *fleets) status(t *testing.T) balance.FleetStatus {
+// fleetStatus is what the connection's one balancer does now.
+func fleetStatus(t *testing.T, obs *balance.Fleets) balance.FleetStatus {
 	t.Helper()
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if len(f.list) != 1 {
-		t.Fatalf("%d balancers reported, want 1", len(f.list))
+	if n := obs.Len(); n != 1 {
+		t.Fatalf("%d balancers running, want 1", n)
 	}
-	return f.list[0].Status()
+	return obs.Status()
 }
 
 // await calls until done says the calls of a round (n of them) show what
@@ -134,7 +118,7 @@ func TestZoneAwareRoutingWithFailover(t *testing.T) {
 			backends[0].unpause()
 			backends[1].unpause()
 			await(t, client, 40, "every call back in zone a", func(got map[string]int) bool { return inA(got) == 40 })
-			if s := obs.status(t); s.Zone != "a" || s.Calls.Local == 0 || s.Calls.Other == 0 {
+			if s := fleetStatus(t, obs); s.Zone != "a" || s.Calls.Local == 0 || s.Calls.Other == 0 {
 				t.Errorf("status %+v: want zone a, calls counted in both zones", s)
 			}
 		})
@@ -171,7 +155,7 @@ func TestFailingInstanceIsEjectedAndComesBack(t *testing.T) {
 			}
 			// Were NOT_FOUND counted, it would be failing too: two unhealthy
 			// of three is panic mode.
-			if s := obs.status(t); s.Ejections.Local != 1 || s.Panic {
+			if s := fleetStatus(t, obs); s.Ejections.Local != 1 || s.Panic {
 				t.Errorf("status %+v: want 1 ejection, no panic", s)
 			}
 			backends[2].failing(codes.OK)
@@ -192,7 +176,7 @@ func TestPanicModeSpreadsCalls(t *testing.T) {
 	awaitAll(t, client, 3)
 	backends[1].failing(codes.Internal)
 	backends[2].failing(codes.Unknown)
-	await(t, client, 30, "panic mode", func(map[string]int) bool { return obs.status(t).Panic })
+	await(t, client, 30, "panic mode", func(map[string]int) bool { return fleetStatus(t, obs).Panic })
 	var before [3]int64
 	for i, b := range backends {
 		before[i] = b.calls.Load()
@@ -203,7 +187,7 @@ func TestPanicModeSpreadsCalls(t *testing.T) {
 			t.Errorf("in panic mode, b%d got %d of 300 calls; want them spread over all three", i+1, n)
 		}
 	}
-	if s := obs.status(t); s.Panics != 1 || s.Ejected.Local != 1 {
+	if s := fleetStatus(t, obs); s.Panics != 1 || s.Ejected.Local != 1 {
 		t.Errorf("status %+v: want panic entered once, one instance ejected", s)
 	}
 }
@@ -236,7 +220,7 @@ func TestNewInstanceStartsSlowly(t *testing.T) {
 			if tt.max < 250 {
 				starting = 1
 			}
-			if s := obs.status(t); s.Starting.Local != starting {
+			if s := fleetStatus(t, obs); s.Starting.Local != starting {
 				t.Errorf("status %+v: want %d instance in slow start", s, starting)
 			}
 		})

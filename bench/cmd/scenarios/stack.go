@@ -108,6 +108,8 @@ func baselineStack(bin string) stack {
 // nothing), and, as a stats handler, every attempt a client sends, so
 // that retries and hedges from any layer are counted.
 type observer struct {
+	balance.Fleets // rollcall's balancers, to read what they do (none for the baseline)
+
 	mu      sync.Mutex
 	count   int
 	at      time.Time
@@ -121,7 +123,6 @@ type observer struct {
 	watched atomic.Pointer[string]
 	tries   []time.Time
 	extra   map[string]int
-	fleets  []*balance.Fleet // rollcall's balancers, to read what they do
 }
 
 func newObserver() *observer { return &observer{count: -1, changed: make(chan struct{})} }
@@ -164,35 +165,6 @@ func (o *observer) ExtraAttempt(_, kind string) {
 }
 
 func (o *observer) Denied(string, string) {}
-
-// BalancerStarted and BalancerClosed make the observer a balance.Observer:
-// rollcall's balancers tell of themselves, to be read (balance).
-func (o *observer) BalancerStarted(_ string, f *balance.Fleet) {
-	o.mu.Lock()
-	o.fleets = append(o.fleets, f)
-	o.mu.Unlock()
-}
-
-func (o *observer) BalancerClosed(string, *balance.Fleet) {}
-
-// balance sums what rollcall's balancers of the greeter client did (none
-// for the baseline): panic mode if any is in it.
-func (o *observer) balance() balance.FleetStatus {
-	o.mu.Lock()
-	fleets := slices.Clone(o.fleets)
-	o.mu.Unlock()
-	var sum balance.FleetStatus
-	for _, f := range fleets {
-		s := f.Status()
-		sum.Panic = sum.Panic || s.Panic
-		sum.Panics += s.Panics
-		sum.Ejections.Local += s.Ejections.Local
-		sum.Ejections.Other += s.Ejections.Other
-		sum.Starting.Local += s.Starting.Local
-		sum.Starting.Other += s.Starting.Other
-	}
-	return sum
-}
 
 // extraAttempts returns the extra attempts so far, by kind.
 func (o *observer) extraAttempts() map[string]int {

@@ -106,7 +106,7 @@ func runBadDeploy(ctx context.Context, e *env, t timing, r *result) error {
 	if first, last := l.rec.failures(); !first.IsZero() {
 		r.metric("failing_ms", ms(last.Sub(first)))
 	}
-	r.metric("ejections", float64(e.obs.balance().Ejections.Local))
+	r.metric("ejections", float64(e.obs.Status().Ejections.Local))
 	return err
 }
 
@@ -144,7 +144,7 @@ func runPanic(ctx context.Context, e *env, t timing, r *result) error {
 		top = max(top, share)
 	}
 	r.metric("max_share", top)
-	s := e.obs.balance()
+	s := e.obs.Status()
 	r.metric("panics", float64(s.Panics))
 	r.metric("panic_at_end", 0)
 	if s.Panic {

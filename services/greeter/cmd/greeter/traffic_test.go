@@ -3,7 +3,6 @@ package main_test
 import (
 	"context"
 	"fmt"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -61,11 +60,11 @@ func TestZoneKeepsCallsInTheClientsZoneAndFailsOver(t *testing.T) {
 			zoneA = append(zoneA, p)
 		}
 	}
-	obs := &fleets{}
+	obs := &balance.Fleets{}
 	client := dialGreeter(t, srv, call.WithZone("a"), call.WithBalanceObserver(obs))
 	// Until every connection is ready, and while one slow-starts, zone a
 	// holds less than its share: some calls rightly leave it.
-	obs.await(t, "every instance ready, none starting", func(s balance.FleetStatus) bool {
+	await(t, obs, "every instance ready, none starting", func(s balance.FleetStatus) bool {
 		return s.Ready == 4 && s.Starting.Local+s.Starting.Other == 0
 	})
 	got, byID := callMany(client, 200, 4, 10*time.Second)
@@ -92,14 +91,14 @@ func TestBadDeployIsEjected(t *testing.T) {
 	startGreeter(t, srv.Endpoint(), "g1", "registered in etcd")
 	startGreeter(t, srv.Endpoint(), "g2", "registered in etcd")
 	startGreeter(t, srv.Endpoint(), "bad", "registered in etcd", "-fail-rate", "1", "-fail-code", "INTERNAL")
-	obs := &fleets{}
+	obs := &balance.Fleets{}
 	client := dialGreeter(t, srv, call.WithBalanceObserver(obs))
 	// INTERNAL is not retried: calls to the bad instance fail until it is
 	// ejected, after five failures in a row (the default), or a few more
 	// with calls in flight. How soon it is first picked depends on the
 	// latencies the balancer sees, so the test calls until it is ejected.
 	failed := 0
-	for round := 0; obs.ejections() == 0; round++ {
+	for round := 0; obs.Status().Ejections == (balance.ByZone{}); round++ {
 		if round == 50 {
 			t.Fatalf("5000 calls, %d of them INTERNAL, and the bad instance was never ejected", failed)
 		}
@@ -126,12 +125,12 @@ func TestPanicModeSpreadsCallsOverEveryGreeter(t *testing.T) {
 	for _, id := range []string{"bad1", "bad2"} {
 		startGreeter(t, srv.Endpoint(), id, "registered in etcd", "-fail-rate", "1", "-fail-code", "INTERNAL")
 	}
-	obs := &fleets{}
+	obs := &balance.Fleets{}
 	client := dialGreeter(t, srv, call.WithPolicy(balance.Weighted), call.WithBalanceObserver(obs))
-	obs.await(t, "every instance ready", func(s balance.FleetStatus) bool { return s.Ready == 3 })
-	for round := 0; !obs.status().Panic; round++ {
+	await(t, obs, "every instance ready", func(s balance.FleetStatus) bool { return s.Ready == 3 })
+	for round := 0; !obs.Status().Panic; round++ {
 		if round == 50 {
-			t.Fatalf("5000 calls and no panic mode; status %+v", obs.status())
+			t.Fatalf("5000 calls and no panic mode; status %+v", obs.Status())
 		}
 		callMany(client, 100, 4, 10*time.Second)
 	}
@@ -141,7 +140,7 @@ func TestPanicModeSpreadsCallsOverEveryGreeter(t *testing.T) {
 	if byID["g1"] < 80 || byID["g1"] > 120 || got[codes.Internal] < 180 {
 		t.Errorf("300 calls in panic mode ended %v, answered by %v; want a third answered by g1, the rest INTERNAL", got, byID)
 	}
-	if s := obs.status(); s.Ejected.Local != 1 || !s.Panic {
+	if s := obs.Status(); s.Ejected.Local != 1 || !s.Panic {
 		t.Errorf("status %+v: want one ejected, panic mode on", s)
 	}
 }
@@ -163,15 +162,15 @@ func TestJoiningGreeterStartsSlowly(t *testing.T) {
 			for _, id := range []string{"g1", "g2", "g3"} {
 				startGreeter(t, srv.Endpoint(), id, "registered in etcd")
 			}
-			obs := &fleets{}
+			obs := &balance.Fleets{}
 			client := dialGreeter(t, srv, call.WithPolicy(balance.Weighted), call.WithSlowStart(tt.window), call.WithBalanceObserver(obs))
-			obs.await(t, "three instances ready", func(s balance.FleetStatus) bool { return s.Ready == 3 })
+			await(t, obs, "three instances ready", func(s balance.FleetStatus) bool { return s.Ready == 3 })
 			// Only an instance that joins once the others have served for
 			// a second starts slowly (a fleet starting together does not):
 			// the policy's rule, not a synchronization.
 			time.Sleep(1100 * time.Millisecond)
 			startGreeter(t, srv.Endpoint(), "new", "registered in etcd")
-			obs.await(t, "the new instance ready", func(s balance.FleetStatus) bool { return s.Ready == 4 })
+			await(t, obs, "the new instance ready", func(s balance.FleetStatus) bool { return s.Ready == 4 })
 			if _, byID := callMany(client, 1000, 4, 10*time.Second); byID["new"] < tt.min || byID["new"] > tt.max {
 				t.Errorf("the new greeter answered %d of 1000 calls (%v), want %d to %d", byID["new"], byID, tt.min, tt.max)
 			}
@@ -179,37 +178,13 @@ func TestJoiningGreeterStartsSlowly(t *testing.T) {
 	}
 }
 
-// fleets is a balance.Observer that keeps the balancers it is told of.
-type fleets struct {
-	mu   sync.Mutex
-	list []*balance.Fleet
-}
-
-func (f *fleets) BalancerStarted(_ string, fl *balance.Fleet) {
-	f.mu.Lock()
-	f.list = append(f.list, fl)
-	f.mu.Unlock()
-}
-
-func (f *fleets) BalancerClosed(string, *balance.Fleet) {}
-
-// status is what the latest balancer does now.
-func (f *fleets) status() balance.FleetStatus {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if len(f.list) == 0 {
-		return balance.FleetStatus{}
-	}
-	return f.list[len(f.list)-1].Status()
-}
-
-// await polls the balancer's status (it has no events) until ok says
+// await polls the balancers' status (they have no events) until ok says
 // it shows what the test waits for; it fails the test after 30 s.
-func (f *fleets) await(t *testing.T, what string, ok func(balance.FleetStatus) bool) {
+func await(t *testing.T, obs *balance.Fleets, what string, ok func(balance.FleetStatus) bool) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		s := f.status()
+		s := obs.Status()
 		if ok(s) {
 			return
 		}
@@ -218,16 +193,4 @@ func (f *fleets) await(t *testing.T, what string, ok func(balance.FleetStatus) b
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-// ejections is how many instances the balancers ejected so far.
-func (f *fleets) ejections() int64 {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var n int64
-	for _, fl := range f.list {
-		s := fl.Status()
-		n += s.Ejections.Local + s.Ejections.Other
-	}
-	return n
 }
