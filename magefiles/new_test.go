@@ -45,13 +45,16 @@ func TestNewService(t *testing.T) {
 }
 
 // new refuses a bad name and an existing service before it writes
-// anything, naming what is wrong.
+// anything, naming what is wrong: the command as README gives it.
 func TestNewRefusesBadInput(t *testing.T) {
-	chdir(t, "..")
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
 	// Compared before and after: the user's own uncommitted changes are
 	// no failure of new.
 	status := func() string {
-		out, err := exec.Command("git", "status", "--porcelain", "--", "services", "api", "go.work", "deployments").Output()
+		out, err := exec.Command("git", "-C", root, "status", "--porcelain", "--", "services", "api", "go.work", "deployments").Output()
 		if err != nil {
 			t.Fatalf("git status: %v", err)
 		}
@@ -66,8 +69,10 @@ func TestNewRefusesBadInput(t *testing.T) {
 		{"greeter", "services/greeter already exists"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			if err := New(tt.name); err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("New(%q) = %v, want an error saying %s", tt.name, err, tt.want)
+			cmd := exec.Command("go", "run", "mage.go", "new", tt.name)
+			cmd.Dir = root
+			if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), tt.want) {
+				t.Errorf("mage new %q: %v\n%s\nwant an error saying %s", tt.name, err, out, tt.want)
 			}
 		})
 	}
@@ -88,8 +93,7 @@ func TestRenameChangesEveryModulePath(t *testing.T) {
 		t.Fatal(err)
 	}
 	repo := copyRepo(t, root)
-	chdir(t, root)
-	old, err := modulePrefix()
+	old, err := modulePrefix(root)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,27 +164,6 @@ func tempDir(t *testing.T) string {
 		}
 	})
 	return dir
-}
-
-// chdir changes the working directory until the test ends. Not t.Chdir:
-// it opens ".", and Go's test cache then keys the result on this
-// directory's modification time, which every `go run mage.go` changes
-// (mage writes and removes its generated main here): the result would
-// never come from the cache.
-func chdir(t *testing.T, dir string) {
-	t.Helper()
-	old, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chdir(dir); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := os.Chdir(old); err != nil {
-			t.Errorf("back to %s: %v", old, err)
-		}
-	})
 }
 
 func run(t *testing.T, dir string, env []string, name string, args ...string) {

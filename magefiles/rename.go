@@ -14,7 +14,7 @@ import (
 
 // Rename changes the module-path prefix of every module (for example to github.com/you/shop) and regenerates code.
 func Rename(newPrefix string) error {
-	old, err := modulePrefix()
+	old, err := modulePrefix(".")
 	if err != nil {
 		return err
 	}
@@ -26,8 +26,8 @@ func Rename(newPrefix string) error {
 
 // modulePrefix is the template's module-path prefix, read from the one place
 // that defines it: the path of the api module minus "/api".
-func modulePrefix() (string, error) {
-	data, err := os.ReadFile("api/go.mod")
+func modulePrefix(root string) (string, error) {
+	data, err := os.ReadFile(filepath.Join(root, "api", "go.mod"))
 	if err != nil {
 		return "", err
 	}
