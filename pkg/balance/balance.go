@@ -316,10 +316,11 @@ func (lb *loadAware) UpdateState(state balancer.State) {
 // filter applies only while it leaves an endpoint: better a stalled or
 // avoided instance than none. In a zoned view (wider holds every zone's
 // instances), an attempt that would have only instances it avoids looks
-// in every zone; and one whose call already failed on MaxAvoid instances
-// looks in the zones they were not in, if any: the call's last attempt
-// should not go where a whole zone may have just gone down (Envoy's
-// previous-priorities retry). The usual case copies nothing.
+// in every zone; and one whose call already went to MaxAvoid instances
+// (a retry or hedge after two attempts that did not answer) looks in the
+// zones they were not in, if any: the call's last attempt should not go
+// where a whole zone may have just gone down (Envoy's previous-priorities
+// retry). The usual case copies nothing.
 func candidates(pool []endpoint, a *Attempt, now time.Duration, wider []endpoint) []endpoint {
 	if a.avoidsMax() && wider != nil {
 		if other := keep(wider, func(ep endpoint) bool { return !a.avoidsZone(ep.state.zoneName()) }); len(other) > 0 {

@@ -38,9 +38,9 @@ func (p *weightedPicker) Pick(info balancer.PickInfo) (balancer.PickResult, erro
 	pool := v.pool(p.eps)
 	p.mu.Lock()
 	// The widest choice that leaves a candidate: live and not avoided
-	// (in the zones the call has not failed in when it failed in
-	// MaxAvoid instances, as candidates says; in the zone drawn; in any),
-	// then live, then every instance.
+	// (in the zones the call has not been to once it went to MaxAvoid
+	// instances, as candidates says; in the zone drawn; in any), then
+	// live, then every instance.
 	var best *endpoint
 	var n int
 	if a.avoidsMax() && v.wider() != nil {
