@@ -52,23 +52,7 @@ func TestLiveViewShowsAKillOnTheRunningStack(t *testing.T) {
 	}
 	scr := newScreen(rows, cols)
 	scr.reply = ptmx
-	copied := make(chan struct{})
-	go func() { // ends when the terminal closes: the process exited, or the cleanup
-		io.Copy(scr, ptmx)
-		close(copied)
-	}()
-	exited := make(chan struct{})
-	var exitErr error
-	go func() { // ends when the process exits, which the cleanup makes sure of
-		exitErr = cmd.Wait()
-		close(exited)
-	}()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
-		ptmx.Close()
-		<-copied
-	})
+	exited, exitErr := onTerminal(t, cmd, ptmx, scr)
 
 	scr.await(t, 60*time.Second, "three greeters taking calls", func(lines []string) bool {
 		return takingCalls(instanceRow(lines, "greeter-1")) && takingCalls(instanceRow(lines, "greeter-2")) &&
@@ -113,8 +97,8 @@ func TestLiveViewShowsAKillOnTheRunningStack(t *testing.T) {
 	}
 	select {
 	case <-exited:
-		if exitErr != nil {
-			t.Errorf("up exited with %v after q, want status 0", exitErr)
+		if *exitErr != nil {
+			t.Errorf("up exited with %v after q, want status 0", *exitErr)
 		}
 	case <-time.After(60 * time.Second):
 		t.Fatalf("up still runs a minute after q; the screen shows:\n%s", scr)
@@ -141,25 +125,11 @@ func TestCtrlCAtTheTerminalStopsAPipedUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := newLineLog(r)
-	copied := make(chan struct{})
-	go func() { // ends when the terminal closes
-		io.Copy(io.Discard, ptmx)
-		close(copied)
-	}()
-	exited := make(chan struct{})
-	var exitErr error
-	go func() { // ends when the process exits, which the cleanup makes sure of
-		exitErr = cmd.Wait()
-		close(exited)
-	}()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
-		ptmx.Close()
-		<-copied
+	t.Cleanup(func() { // after onTerminal's: the process has exited
 		r.Close()
 		<-out.done
 	})
+	exited, exitErr := onTerminal(t, cmd, ptmx, io.Discard)
 	out.await(t, 0, "client    | call 2:", 60*time.Second)
 	pids := mustPIDs(t, root)
 	if _, err := ptmx.Write([]byte{3}); err != nil { // Ctrl-C
@@ -168,8 +138,33 @@ func TestCtrlCAtTheTerminalStopsAPipedUp(t *testing.T) {
 	out.await(t, 0, "==> stopping (stopped from the keyboard)", 10*time.Second)
 	out.await(t, 0, "==> every process stopped", 60*time.Second)
 	<-exited
-	if exitErr != nil {
-		t.Errorf("up exited with %v after Ctrl-C, want status 0", exitErr)
+	if *exitErr != nil {
+		t.Errorf("up exited with %v after Ctrl-C, want status 0", *exitErr)
 	}
 	assertStopped(t, root, pids)
+}
+
+// onTerminal copies what cmd, started on the terminal ptmx, writes there
+// to sink, and waits for it to exit: exited is closed then, and *exitErr
+// is its end. The test's cleanup kills it if it still runs, and waits
+// for both.
+func onTerminal(t *testing.T, cmd *exec.Cmd, ptmx *os.File, sink io.Writer) (exited <-chan struct{}, exitErr *error) {
+	copied := make(chan struct{})
+	go func() { // ends when the terminal closes: the process exited, or the cleanup
+		io.Copy(sink, ptmx)
+		close(copied)
+	}()
+	done := make(chan struct{})
+	exitErr = new(error)
+	go func() { // ends when the process exits, which the cleanup makes sure of
+		*exitErr = cmd.Wait()
+		close(done)
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-done
+		ptmx.Close()
+		<-copied
+	})
+	return done, exitErr
 }
