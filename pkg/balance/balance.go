@@ -314,9 +314,10 @@ func (lb *loadAware) UpdateState(state balancer.State) {
 // candidates returns the endpoints of pool an attempt may go to: those
 // whose heartbeat has not stopped, less those the attempt avoids (a). Each
 // filter applies only while it leaves an endpoint: better a stalled or
-// avoided instance than none. In a zoned view (wider holds every zone's
-// instances), an attempt that would have only instances it avoids looks
-// in every zone; and one whose call already went to MaxAvoid instances
+// avoided instance than none, and a stalled one the call has not tried
+// than one it has. In a zoned view (wider holds every zone's instances),
+// an attempt that would have only instances it avoids or stalled ones
+// looks in every zone; and one whose call already went to MaxAvoid instances
 // (a retry or hedge after two attempts that did not answer) looks in the
 // zones they were not in, if any: the call's last attempt should not go
 // where a whole zone may have just gone down (Envoy's previous-priorities
@@ -327,20 +328,24 @@ func candidates(pool []endpoint, a *Attempt, now time.Duration, wider []endpoint
 			return candidates(other, a, now, nil)
 		}
 	}
-	out := pool
-	if anyStalled(pool, now) {
-		out = filter(pool, func(ep endpoint) bool { return !ep.isStalled(now) })
-	}
 	if a != nil && a.avoid[0] != nil {
-		kept := keep(out, func(ep endpoint) bool { return !a.avoids(ep.state) })
-		if len(kept) == 0 && wider != nil {
+		// An instance the call has not tried, stalled or not, before one
+		// it has: a hedge sent where the call already waits is wasted.
+		untried := keep(pool, func(ep endpoint) bool { return !a.avoids(ep.state) })
+		if live := keep(untried, func(ep endpoint) bool { return !ep.isStalled(now) }); len(live) > 0 {
+			return live
+		}
+		if wider != nil {
 			return candidates(wider, a, now, nil)
 		}
-		if len(kept) > 0 {
-			out = kept
+		if len(untried) > 0 {
+			return untried
 		}
 	}
-	return out
+	if anyStalled(pool, now) {
+		return filter(pool, func(ep endpoint) bool { return !ep.isStalled(now) })
+	}
+	return pool
 }
 
 // anyStalled reports whether an instance of eps is stalled at now. On every

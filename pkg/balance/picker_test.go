@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc/balancer"
-	"google.golang.org/grpc/serviceconfig"
 
 	"github.com/rollcall/rollcall/pkg/liveness"
 )
@@ -56,10 +55,7 @@ func TestStuckInstanceLosesTheComparison(t *testing.T) {
 // When every instance's heartbeat has stopped, both policies spread calls
 // over all of them rather than send everything to one.
 func TestEveryInstanceStalledSpreadsCalls(t *testing.T) {
-	for _, policy := range []struct {
-		name string
-		new  func([]endpoint, serviceconfig.LoadBalancingConfig, *loadAware) balancer.Picker
-	}{{P2CEWMA, newP2CPicker}, {Weighted, newWeightedPicker}} {
+	for _, policy := range pickers {
 		t.Run(policy.name, func(t *testing.T) {
 			eps := make([]endpoint, 3)
 			for i := range eps {
@@ -95,3 +91,35 @@ func TestEveryInstanceStalledSpreadsCalls(t *testing.T) {
 type silent struct{}
 
 func (silent) Stalled(time.Duration) bool { return true }
+
+// A hedge or retry goes to an instance the call has not tried, even one
+// whose heartbeat is late, rather than back to the instance where the call
+// already waits or failed. Both policies.
+func TestExtraAttemptPrefersAnUntriedStalledInstance(t *testing.T) {
+	for _, policy := range pickers {
+		t.Run(policy.name, func(t *testing.T) {
+			tried, stalled := &addrState{}, &addrState{}
+			var hb heartbeat = silent{}
+			stalled.heartbeat.Store(&hb)
+			eps := []endpoint{
+				{picker: readyPicker{}, weight: 1, state: tried, stats: &tried.stats},
+				{picker: readyPicker{}, weight: 1, state: stalled, stats: &stalled.stats},
+			}
+			p := policy.new(eps, nil, nil)
+			first := &Attempt{}
+			first.picked.Store(tried)
+			for range 20 {
+				a := &Attempt{}
+				a.Avoid(first)
+				res, err := p.Pick(balancer.PickInfo{Ctx: WithAttempt(context.Background(), a)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				res.Done(balancer.DoneInfo{})
+				if a.picked.Load() != stalled {
+					t.Fatal("the extra attempt went back to the instance the call tried")
+				}
+			}
+		})
+	}
+}

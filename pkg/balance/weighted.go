@@ -40,7 +40,7 @@ func (p *weightedPicker) Pick(info balancer.PickInfo) (balancer.PickResult, erro
 	// The widest choice that leaves a candidate: live and not avoided
 	// (in the zones the call has not been to once it went to MaxAvoid
 	// instances, as candidates says; in the zone drawn; in any), then
-	// live, then every instance.
+	// not avoided, then live, then every instance.
 	var best *endpoint
 	var n int
 	if a.avoidsMax() && v.wider() != nil {
@@ -51,6 +51,9 @@ func (p *weightedPicker) Pick(info balancer.PickInfo) (balancer.PickResult, erro
 	}
 	if best == nil && v.wider() != nil {
 		best, n = p.next(v.wider(), fresh, a, now)
+	}
+	if best == nil {
+		best, n = p.next(pool, untried, a, now)
 	}
 	if best == nil {
 		best, n = p.next(pool, live, a, now)
@@ -65,20 +68,22 @@ func (p *weightedPicker) Pick(info balancer.PickInfo) (balancer.PickResult, erro
 
 // Which instances a round of weighted round robin takes.
 const (
-	fresh  = iota // live, and not avoided by the attempt
-	live          // heartbeat not stopped
-	anyOne        // every one
+	fresh   = iota // live, and not avoided by the attempt
+	untried        // not avoided by the attempt
+	live           // heartbeat not stopped
+	anyOne         // every one
 )
 
 // next runs one round of smooth weighted round robin over the endpoints
-// of eps of the kind given (fresh, live, anyOne), and returns the one chosen
+// of eps of the kind given (fresh, untried, live, anyOne), and returns the one chosen
 // (nil if none) and how many took part. p.mu is held.
 func (p *weightedPicker) next(eps []endpoint, kind int, a *Attempt, now time.Duration) (*endpoint, int) {
 	var best *endpoint
 	n, total := 0, int64(0)
 	for i := range eps {
 		ep := &eps[i]
-		if kind != anyOne && ep.isStalled(now) || kind == fresh && a != nil && a.avoids(ep.state) {
+		stalledOut := (kind == fresh || kind == live) && ep.isStalled(now)
+		if stalledOut || (kind == fresh || kind == untried) && a != nil && a.avoids(ep.state) {
 			continue
 		}
 		n++
