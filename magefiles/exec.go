@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -46,14 +45,15 @@ func runIn(dir string, env []string, name string, args ...string) error {
 	return nil
 }
 
-// forEachModule calls fn for every workspace module that has Go packages:
-// tools-only modules are skipped instead of warning "matched no packages".
-func forEachModule(fn func(dir string) error) error {
+// workspacePackages returns the pattern ./DIR/... of every workspace
+// module that has Go packages, for one go command over all of them
+// (tools-only modules would warn "matched no packages").
+func workspacePackages() ([]string, error) {
 	dirs, err := workspaceModules()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	var errs []error
+	var patterns []string
 	for _, dir := range dirs {
 		list := exec.Command("go", "list", "./...")
 		list.Dir = dir
@@ -61,11 +61,11 @@ func forEachModule(fn func(dir string) error) error {
 		list.Stderr = &stderr
 		out, err := list.Output()
 		if err != nil {
-			return fmt.Errorf("go list ./... in %s: %w\n%s", dir, err, stderr.String())
+			return nil, fmt.Errorf("go list ./... in %s: %w\n%s", dir, err, stderr.String())
 		}
 		if strings.TrimSpace(string(out)) != "" {
-			errs = append(errs, fn(dir))
+			patterns = append(patterns, "./"+filepath.ToSlash(dir)+"/...")
 		}
 	}
-	return errors.Join(errs...)
+	return patterns, nil
 }

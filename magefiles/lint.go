@@ -13,10 +13,11 @@ import (
 // Lint runs go vet and staticcheck on every module, goimports (gofmt plus import groups: standard, others, rollcall) on the tree, buf lint on the protos and actionlint on the CI workflows.
 func Lint() error {
 	mg.Deps(buildBuf)
-	var errs []error
-	errs = append(errs, forEachModule(func(dir string) error {
-		return errors.Join(runIn(dir, nil, "go", "vet", "./..."), runIn(dir, nil, "go", "tool", "staticcheck", "./..."))
-	}))
+	pkgs, err := workspacePackages()
+	if err != nil {
+		return err
+	}
+	errs := []error{sh.RunV("go", append([]string{"vet"}, pkgs...)...), sh.RunV("go", append([]string{"tool", "staticcheck"}, pkgs...)...)}
 	out, err := sh.Output("go", "tool", "goimports", "-local", "github.com/rollcall/rollcall", "-l", ".")
 	var unformatted []string
 	for _, f := range strings.Fields(out) {

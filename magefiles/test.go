@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/magefile/mage/mg"
+	"github.com/magefile/mage/sh"
 )
 
 // Test runs every check CI runs: generated-code drift, lint, every module's tests with -race, the benchmark smoke, and the Compose test where a Docker engine answers.
@@ -99,28 +100,32 @@ var ranPackage = regexp.MustCompile(`(?m)^ok\s+(\S+)\s+[0-9.]+s`)
 
 // Tests runs every workspace module's Go tests with -race, then each benchmark once in the packages whose tests ran.
 //
-// Test results stay cacheable: a package whose result came from Go's
-// test cache has not changed, nor has anything it depends on, so its
-// benchmarks need not run again either.
+// One go test runs every module's packages, so that a module's slow
+// package does not hold the next module's back. Test results stay
+// cacheable: a package whose result came from Go's test cache has not
+// changed, nor has anything it depends on, so its benchmarks need not run
+// again either.
 func (Check) Tests() error {
-	return forEachModule(func(dir string) error {
-		fmt.Printf("== go test -race %s\n", dir)
-		var out bytes.Buffer
-		cmd := exec.Command("go", "test", "-race", "-timeout", "15m", "./...")
-		cmd.Dir, cmd.Stdout, cmd.Stderr = dir, io.MultiWriter(os.Stdout, &out), os.Stderr
-		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("go test in %s: %w", dir, err)
-		}
-		var ran []string
-		for _, m := range ranPackage.FindAllStringSubmatch(out.String(), -1) {
-			ran = append(ran, m[1])
-		}
-		if len(ran) == 0 {
-			return nil
-		}
-		// The race-built test binaries are in the build cache already.
-		return runIn(dir, nil, "go", append([]string{"test", "-race", "-run", "^$", "-bench", ".", "-benchtime", "1x", "-timeout", "10m"}, ran...)...)
-	})
+	pkgs, err := workspacePackages()
+	if err != nil {
+		return err
+	}
+	fmt.Printf("== go test -race %s\n", strings.Join(pkgs, " "))
+	var out bytes.Buffer
+	cmd := exec.Command("go", append([]string{"test", "-race", "-timeout", "15m"}, pkgs...)...)
+	cmd.Stdout, cmd.Stderr = io.MultiWriter(os.Stdout, &out), os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("go test: %w", err)
+	}
+	var ran []string
+	for _, m := range ranPackage.FindAllStringSubmatch(out.String(), -1) {
+		ran = append(ran, m[1])
+	}
+	if len(ran) == 0 {
+		return nil
+	}
+	// The race-built test binaries are in the build cache already.
+	return sh.RunV("go", append([]string{"test", "-race", "-run", "^$", "-bench", ".", "-benchtime", "1x", "-timeout", "10m"}, ran...)...)
 }
 
 // sources lists every file that generated code and lint depend on: Go
