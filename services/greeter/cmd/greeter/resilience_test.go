@@ -194,6 +194,15 @@ func (r *recorder) ExtraAttempt(_, kind string) {
 	r.extra[kind]++
 	r.mu.Unlock()
 }
+// total is how many extra attempts were made. r.mu is held.
+func (r *recorder) total() int {
+	n := 0
+	for _, c := range r.extra {
+		n += c
+	}
+	return n
+}
+
 func (r *recorder) Denied(_, kind string) {
 	r.mu.Lock()
 	r.denied[kind]++
@@ -279,18 +288,29 @@ func TestOutageDoesNotMultiplyCalls(t *testing.T) {
 	}
 }
 
-// An application's error is an answer: it is returned as it is, never
-// retried, hedged or sent again.
+// An application's error is an answer: it is returned as it is and never
+// retried. A server sees each call once, and at most the hedges and
+// stall cuts (counted) that a slow answer of any kind may bring.
 func TestApplicationErrorsAreNotRetried(t *testing.T) {
 	f := startFleet(t, 3, "-fail-rate", "1", "-fail-code", "NOT_FOUND")
-	client := f.dial(t)
+	rec := newRecorder()
+	client := f.dial(t, call.WithObserver(rec))
 	before := f.served(t)
+	rec.mu.Lock()
+	extraBefore := rec.total()
+	rec.mu.Unlock()
 	const calls = 100
 	got, _ := callMany(client, calls, 8, 5*time.Second)
 	if got[codes.NotFound] != calls {
 		t.Errorf("%d calls ended %v; want all NOT_FOUND", calls, got)
 	}
-	if served := f.served(t) - before; served != calls {
-		t.Errorf("servers saw %d calls for %d client calls; want exactly one each", served, calls)
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if rec.extra[call.KindRetry] != 0 {
+		t.Errorf("%d retries; want none (extra attempts %v)", rec.extra[call.KindRetry], rec.extra)
+	}
+	// An extra attempt cut before it was sent reaches no server.
+	if served, extra := f.served(t)-before, rec.total()-extraBefore; served < calls || served > calls+extra {
+		t.Errorf("servers saw %d calls for %d client calls and %d extra attempts (%v); want one each, and the extra ones at most", served, calls, extra, rec.extra)
 	}
 }
