@@ -12,6 +12,7 @@ import (
 // that it builds, passes its own tests (which run its processes and
 // resolve them under the new name) and builds outside the workspace.
 func TestNewService(t *testing.T) {
+	t.Parallel() // in a copy of its own, as rename's test
 	if testing.Short() {
 		t.Skip("copies the repository and runs the new service's tests")
 	}
@@ -47,6 +48,7 @@ func TestNewService(t *testing.T) {
 // new refuses a bad name and an existing service before it writes
 // anything, naming what is wrong: the command as README gives it.
 func TestNewRefusesBadInput(t *testing.T) {
+	t.Parallel() // writes nothing: the other tests work in copies
 	root, err := filepath.Abs("..")
 	if err != nil {
 		t.Fatal(err)
@@ -85,6 +87,7 @@ func TestNewRefusesBadInput(t *testing.T) {
 // module or doc file names the old one, every module type-checks, and the
 // generated code is what gen writes.
 func TestRenameChangesEveryModulePath(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("copies the repository and builds every module")
 	}
