@@ -129,7 +129,7 @@ func TestZoneAwareRoutingWithFailover(t *testing.T) {
 func (b *backend) failing(c codes.Code) { b.failCode.Store(uint32(c)) }
 
 // An instance whose calls fail with INTERNAL is ejected after five in a
-// row and gets no more calls; one that answers NOT_FOUND (an
+// row and gets no calls while ejected; one that answers NOT_FOUND (an
 // application's code) keeps its share. Once it answers again, it comes
 // back on its own when its ejection ends.
 func TestFailingInstanceIsEjectedAndComesBack(t *testing.T) {
@@ -142,21 +142,33 @@ func TestFailingInstanceIsEjectedAndComesBack(t *testing.T) {
 			backends[1].failing(codes.NotFound)
 			backends[2].failing(codes.Internal)
 			before := backends[2].calls.Load()
-			got := spread(client, 300, time.Second)
+			// rollcall_p2c_ewma may hold back for a while an instance whose
+			// first answers were slow: calls go on until it was tried.
+			got, calls := map[string]int{}, 0
+			for calls < 3000 && (calls == 0 || fleetStatus(t, obs).Ejections.Local == 0) {
+				for k, v := range spread(client, 300, time.Second) {
+					got[k] += v
+				}
+				calls += 300
+			}
 			// Calls are made one at a time: the fifth failure in a row
-			// ejects it before the next call.
-			if n := backends[2].calls.Load() - before; n != 5 || got["error"] != 5+got["notfound"] {
-				t.Errorf("300 calls: %v, %d to the failing instance; want exactly 5 to it", got, n)
+			// ejects it before the next call, and it gets none until its
+			// ejection ends. The calls may outlast the first ejection (1 s)
+			// on a loaded machine: then five more eject it again.
+			n := backends[2].calls.Load() - before
+			s := fleetStatus(t, obs)
+			if e := s.Ejections.Local; e < 1 || n < 5*e || n >= 5*(e+1) || int64(got["error"]) != n+int64(got["notfound"]) {
+				t.Errorf("%d calls: %v, %d to the failing instance, %d ejections; want exactly 5 to it before each ejection, none while ejected", calls, got, n, e)
 			}
 			// rollcall_weighted's shares are exact; rollcall_p2c_ewma's follow
 			// latencies.
-			if policy == balance.Weighted && got["notfound"] < 140 {
-				t.Errorf("300 calls: %v; want the instance answering NOT_FOUND to keep its half of the other 295", got)
+			if policy == balance.Weighted && got["notfound"] < (calls-int(n))/2-5 {
+				t.Errorf("%d calls: %v; want the instance answering NOT_FOUND to keep its half of the others", calls, got)
 			}
 			// Were NOT_FOUND counted, it would be failing too: two unhealthy
 			// of three is panic mode.
-			if s := fleetStatus(t, obs); s.Ejections.Local != 1 || s.Panic {
-				t.Errorf("status %+v: want 1 ejection, no panic", s)
+			if s.Panic {
+				t.Errorf("status %+v: want no panic", s)
 			}
 			backends[2].failing(codes.OK)
 			await(t, client, 30, "the ejected instance answering again", func(got map[string]int) bool { return got["b3"] > 0 })
