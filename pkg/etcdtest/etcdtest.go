@@ -20,6 +20,7 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/rollcall/rollcall/pkg/discovery"
 	"github.com/rollcall/rollcall/pkg/tlsfiles"
@@ -158,6 +159,10 @@ func (s *Server) start() error {
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 	cfg.LogLevel = "error"
+	// At etcd's default cost, hashing a password takes long enough under
+	// the race detector on a busy machine that logins outlast the tests'
+	// deadlines; test passwords need no strength.
+	cfg.BcryptCost = uint(bcrypt.MinCost)
 	if s.tls != nil {
 		cfg.ClientTLSInfo = transport.TLSInfo{CertFile: s.tls.Cert, KeyFile: s.tls.Key, TrustedCAFile: s.tls.CA, ClientCertAuth: true}
 	}
