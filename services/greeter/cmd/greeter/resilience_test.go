@@ -194,6 +194,7 @@ func (r *recorder) ExtraAttempt(_, kind string) {
 	r.extra[kind]++
 	r.mu.Unlock()
 }
+
 // total is how many extra attempts were made. r.mu is held.
 func (r *recorder) total() int {
 	n := 0
