@@ -1,12 +1,13 @@
 package caller
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"maps"
 	"net"
+	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -152,23 +153,27 @@ func (h *holder) await(t *testing.T) {
 	}
 }
 
-// syncBuffer is the caller's output: its view and its calls write from
-// different goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+// output is a file for the caller's output: its view and its calls write
+// from different goroutines, and a file takes each write whole. Read it
+// once Run has returned.
+type output struct{ f *os.File }
+
+func newOutput(t *testing.T) output {
+	t.Helper()
+	f, err := os.Create(filepath.Join(t.TempDir(), "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return output{f}
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+func (o output) String() string {
+	b, err := os.ReadFile(o.f.Name())
+	if err != nil {
+		return err.Error()
+	}
+	return string(b)
 }
 
 // calls is the configuration of the tests' callers: demo mode, fast, with
@@ -181,15 +186,15 @@ func calls(view string) config.Calls {
 // returns its output.
 type run struct {
 	rec  *stats.Recorder
-	out  *syncBuffer
+	out  output
 	stop func(t *testing.T) string
 }
 
 func start(t *testing.T, cfg config.Calls, client greeterv1.GreeterServiceClient) *run {
 	t.Helper()
-	r := &run{rec: stats.NewRecorder(), out: &syncBuffer{}}
+	r := &run{rec: stats.NewRecorder(), out: newOutput(t)}
 	c := New(cfg, client, r.rec, nil) // no json view: no instances tracker
-	c.out = r.out
+	c.out = r.out.f
 	ctx, cancel := context.WithCancel(context.Background())
 	ran := make(chan error, 1)
 	go func() { ran <- c.Run(ctx) }()
@@ -369,8 +374,8 @@ func runToEnd(t *testing.T, cfg config.Calls, client greeterv1.GreeterServiceCli
 	t.Helper()
 	rec := stats.NewRecorder()
 	c := New(cfg, client, rec, nil)
-	out := &syncBuffer{}
-	c.out = out
+	out := newOutput(t)
+	c.out = out.f
 	ran := make(chan error, 1)
 	go func() { ran <- c.Run(context.Background()) }()
 	select {
