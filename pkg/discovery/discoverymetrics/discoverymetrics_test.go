@@ -202,12 +202,18 @@ func TestCompactedWatchCountsARestart(t *testing.T) {
 
 // etcd calls that fail are counted per service and operation: the
 // registration's lease renewals, and the resolver's lists.
+//
+// The lease's TTL (10 s, renewed every 3 s) outlasts the stalls of a busy
+// machine, so the lease is still there to renew once etcd is gone. A 1 s
+// lease, whose renewals each have a third of a second, can expire before
+// the stop; the registration then grants a new lease instead of renewing
+// one, and no renewal fails.
 func TestEtcdErrorsCounted(t *testing.T) {
 	srv := etcdtest.Start(t)
 	etcd := srv.Client()
 	m, reg := newMetrics(t)
 	r := discoverytest.Register(t, etcd, discovery.Instance{Service: "greeter", ID: "g1", Addr: "127.0.0.1:1"},
-		m.RegisterOption(), register.WithLogger(quiet), register.WithTTL(time.Second))
+		m.RegisterOption(), register.WithLogger(quiet), register.WithTTL(10*time.Second))
 	discoverytest.AwaitState(t, r, "registered", discoverytest.Registered)
 
 	srv.Stop()
