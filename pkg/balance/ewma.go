@@ -136,6 +136,16 @@ func (st *addrState) Resumed() {
 // 10 s, toward zero).
 const staleDecay = 10 * time.Second
 
+// estimateAgainst is the instance's latency estimate as it counts against
+// ref: its excess over ref shrunk as the estimate goes stale.
+func (st *stats) estimateAgainst(ref, now time.Duration) time.Duration {
+	own := time.Duration(st.ewmaNs.Load())
+	if own <= ref {
+		return own
+	}
+	return ref + time.Duration(float64(own-ref)*st.freshness(now))
+}
+
 // freshness is how much an instance's estimate still counts against a
 // fresher one's, in (0, 1]: all of it while an attempt is in flight on
 // it, less and less as time passes without an answer. An instance that a
@@ -161,11 +171,17 @@ func (st *stats) inflight() int64 {
 	return st.picked.Load() - ended
 }
 
-// observe folds one latency sample into the estimate.
+// observe folds one latency sample into the estimate. A seeded estimate
+// (its peers') is folded into like the instance's own: one slow first
+// answer (a cold cache, a loaded machine) would otherwise put a new
+// instance far behind its peers, and p2c would give it no call that could
+// correct that for seconds; a truly slower one is known after a few.
 func (st *stats) observe(sample time.Duration) {
-	if !st.sampled.Load() && st.sampled.CompareAndSwap(false, true) {
-		st.ewmaNs.Store(int64(sample)) // the first answer replaces a seeded estimate
-		return
+	if !st.sampled.Load() {
+		st.sampled.Store(true)
+		if st.ewmaNs.CompareAndSwap(0, int64(sample)) {
+			return // nothing to fold into
+		}
 	}
 	for {
 		old := st.ewmaNs.Load()

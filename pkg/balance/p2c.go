@@ -72,11 +72,11 @@ func (p *p2cPicker) worse(a, b endpoint, now, window time.Duration) bool {
 		share, _ := ramp(a.state, now, window)
 		factor /= share
 	}
-	ea, eb := float64(a.stats.ewmaNs.Load()), float64(b.stats.ewmaNs.Load())
-	if ea <= factor*eb {
-		return false
+	eb := b.stats.ewmaNs.Load()
+	if float64(a.stats.ewmaNs.Load()) <= factor*float64(eb) {
+		return false // no clock read or exp on the common path
 	}
-	return eb+(ea-eb)*a.stats.freshness(now) > factor*eb
+	return float64(a.stats.estimateAgainst(time.Duration(eb), now)) > factor*float64(eb)
 }
 
 // stuck: ep has calls in flight and has not answered for StuckFactor

@@ -128,8 +128,9 @@ const zoneSlowMargin = 5 * time.Millisecond
 // stalled or failing; for one slower than slowFactor times the reference
 // latency (and by zoneSlowMargin), the reference over its own; otherwise
 // all of it. Latencies within slowFactor of each other count as equal,
-// as they do in rollcall_p2c_ewma's comparison: a zone loaded by its own
-// callers is not slow.
+// and a stale estimate's excess counts less (stats.freshness), as in
+// rollcall_p2c_ewma's comparison: a zone loaded by its own callers is not
+// slow, and an instance p2c holds back is not slow for ever.
 func health(ep endpoint, now, ref time.Duration, slowFactor float64) float64 {
 	if ep.state.stalledAt(now) || ep.state.out.isFailing.Load() {
 		return 0
@@ -137,7 +138,7 @@ func health(ep endpoint, now, ref time.Duration, slowFactor float64) float64 {
 	if !ep.stats.sampled.Load() || ref <= 0 {
 		return 1
 	}
-	if own := time.Duration(ep.stats.ewmaNs.Load()); float64(own) > slowFactor*float64(ref) && own-ref > zoneSlowMargin {
+	if own := ep.stats.estimateAgainst(ref, now); float64(own) > slowFactor*float64(ref) && own-ref > zoneSlowMargin {
 		return float64(ref) / float64(own)
 	}
 	return 1

@@ -12,13 +12,15 @@ import (
 )
 
 // zoned returns endpoints in the zones given, of weight 1, each answering
-// in 1 ms, held by a balancer whose client is in zone a.
+// in 1 ms, the last answer at t0, held by a balancer whose client is in
+// zone a.
 func zoned(t *testing.T, zones ...string) []endpoint {
 	t.Helper()
 	eps, _ := testFleet(t, pickers[0].parse, `{"zone":"a"}`, len(zones), zones...)
 	for i := range eps {
 		eps[i].weight = 1
 		eps[i].stats.observe(time.Millisecond)
+		eps[i].stats.lastAnswer.Store(int64(t0))
 	}
 	return eps
 }
@@ -59,6 +61,11 @@ func TestRouteZones(t *testing.T) {
 			stay: 1.0 / 9 * 3, spill: map[string]float64{"b": 0.5, "c": 0.5}},
 		{name: "one a instance 10x slower", zones: []string{"a", "a", "a", "b", "b", "b"}, nZones: 2, stay: 2.1 / 5.1 * 2,
 			spill: map[string]float64{"b": 1}, change: func(eps []endpoint) { eps[0].stats.ewmaNs.Store(int64(10 * time.Millisecond)) }},
+		{name: "one a instance 10x slower, no answer for a minute: not slow", zones: []string{"a", "a", "a", "b", "b", "b"}, nZones: 2, stay: 1,
+			change: func(eps []endpoint) {
+				eps[0].stats.ewmaNs.Store(int64(10 * time.Millisecond))
+				eps[0].stats.lastAnswer.Store(int64(t0 - time.Minute))
+			}},
 		{name: "one a instance 4x slower, by 3 ms: not slow", zones: []string{"a", "a", "a", "b", "b", "b"}, nZones: 2,
 			change: func(eps []endpoint) { eps[0].stats.ewmaNs.Store(int64(4 * time.Millisecond)) }, stay: 1},
 		{name: "one a instance 1.5x slower: not slow", zones: []string{"a", "a", "a", "b", "b", "b"}, nZones: 2,
