@@ -276,7 +276,15 @@ func assertStopped(t *testing.T, root string, pids map[string]int) {
 			t.Errorf("%s (pid %d) still runs", name, pid)
 		}
 	}
-	if left := processesIn(root); len(left) > 0 {
+	// One may be finishing its exit (the supervisor, after its last
+	// answer to down): wait for each.
+	var left []string
+	for _, p := range processesIn(root) {
+		if !awaitExit(p.pid, 30*time.Second) {
+			left = append(left, fmt.Sprintf("%d %s", p.pid, p.cmdline))
+		}
+	}
+	if len(left) > 0 {
 		t.Errorf("processes still running in %s:\n%s", root, strings.Join(left, "\n"))
 	}
 	for _, f := range []string{"pids", "control.sock"} {
@@ -286,11 +294,16 @@ func assertStopped(t *testing.T, root string, pids map[string]int) {
 	}
 }
 
+type process struct {
+	pid     int
+	cmdline string
+}
+
 // processesIn lists the running processes whose working directory is
-// dir, as "PID COMMAND".
-func processesIn(dir string) []string {
+// dir.
+func processesIn(dir string) []process {
 	entries, _ := os.ReadDir("/proc")
-	var found []string
+	var found []process
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
@@ -300,7 +313,7 @@ func processesIn(dir string) []string {
 			continue
 		}
 		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		found = append(found, fmt.Sprintf("%d %s", pid, strings.ReplaceAll(string(cmdline), "\x00", " ")))
+		found = append(found, process{pid, strings.ReplaceAll(string(cmdline), "\x00", " ")})
 	}
 	return found
 }

@@ -121,12 +121,16 @@ func routeOf(service string, retryMethods []string) *route.RouteConfiguration {
 			RetryPolicy:      retry,
 		}}
 	}
+	// Envoy's default backoff. gRPC waits a random time up to it before a
+	// retry, and an xDS client cannot exclude the instance that failed: a
+	// retry within a millisecond of a kill can still find the dead
+	// instance in the client's picker.
 	retry := &route.RetryPolicy{
 		RetryOn:    "unavailable",
 		NumRetries: wrapperspb.UInt32(MaxAttempts - 1),
 		RetryBackOff: &route.RetryPolicy_RetryBackOff{
-			BaseInterval: durationpb.New(time.Millisecond),
-			MaxInterval:  durationpb.New(10 * time.Millisecond),
+			BaseInterval: durationpb.New(25 * time.Millisecond),
+			MaxInterval:  durationpb.New(250 * time.Millisecond),
 		},
 	}
 	routes := make([]*route.Route, 0, len(retryMethods)+1)
