@@ -25,6 +25,7 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 
 	"github.com/rollcall/rollcall/deployments"
+	"github.com/rollcall/rollcall/pkg/localstack"
 )
 
 // repoRoot is the repository root; tests run in deployments/.
@@ -72,10 +73,8 @@ func serviceHelp(t *testing.T, name string) (binaryHelp, bool) {
 		consultSources(t, src)
 	}
 	bin := filepath.Join(t.TempDir(), name)
-	build := exec.Command("go", "build", "-o", bin, "./cmd/"+name)
-	build.Dir = dir
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build %s: %v\n%s", name, err, out)
+	if err := localstack.Build(dir, bin, "./cmd/"+name); err != nil {
+		t.Fatal(err)
 	}
 	// -h exits 2 after printing the usage on stderr.
 	out, _ := exec.Command(bin, "-h").CombinedOutput()

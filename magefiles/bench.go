@@ -55,7 +55,7 @@ func buildScenarios() error {
 		return err
 	}
 	for _, cmd := range []string{"baseline-greeter", "scenarios"} { // bin/xds comes with buildBinaries
-		if err := runIn("bench", nil, "go", "build", "-o", filepath.Join(abs, cmd), "./cmd/"+cmd); err != nil {
+		if err := runIn("bench", binaryEnv, "go", "build", "-o", filepath.Join(abs, cmd), "./cmd/"+cmd); err != nil {
 			return err
 		}
 	}

@@ -17,7 +17,7 @@ func (Docker) Build() error {
 	if err := dockerAnswers(); err != nil {
 		return err
 	}
-	return runIn(".", nil, "go", "run", "./deployments/cmd/images")
+	return runIn(".", binaryEnv, "go", "run", "./deployments/cmd/images")
 }
 
 // dockerAnswers returns an error that says so unless a Docker engine answers.

@@ -30,6 +30,12 @@ func workspaceModules() ([]string, error) {
 	return dirs, nil
 }
 
+// binaryEnv is how every binary is built, as pkg/localstack.BuildEnv
+// (static, -trimpath); lint's type information and new's build check use
+// it too, so that Go's build cache compiles each dependency once for all
+// of them and for the images.
+var binaryEnv = []string{"CGO_ENABLED=0", "GOFLAGS=-trimpath"}
+
 // runIn runs a command in dir, with env added to this process's
 // environment and its output on the terminal.
 func runIn(dir string, env []string, name string, args ...string) error {

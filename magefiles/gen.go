@@ -50,7 +50,7 @@ func genProto(outDir string) error {
 	if outDir != "" {
 		args = append(args, "--output", outDir)
 	}
-	return runIn("api", nil, bufAbs, args...)
+	return runIn("api", binaryEnv, bufAbs, args...) // its plugins run through go tool
 }
 
 // wirePackages lists, per service module, its packages that hold a wire
@@ -74,7 +74,7 @@ func runWire(command string) error {
 	}
 	var errs []error
 	for mod, list := range pkgs {
-		if err := runIn(mod, nil, "go", append([]string{"tool", "wire", command}, list...)...); err != nil {
+		if err := runIn(mod, binaryEnv, "go", append([]string{"tool", "wire", command}, list...)...); err != nil {
 			errs = append(errs, fmt.Errorf("wire %s in %s: %w", command, mod, err))
 		}
 	}

@@ -17,8 +17,13 @@ func Lint() error {
 	if err != nil {
 		return err
 	}
-	errs := []error{sh.RunV("go", append([]string{"vet"}, pkgs...)...), sh.RunV("go", append([]string{"tool", "staticcheck"}, pkgs...)...)}
-	out, err := sh.Output("go", "tool", "goimports", "-local", "github.com/rollcall/rollcall", "-l", ".")
+	errs := []error{runIn(".", binaryEnv, "go", append([]string{"vet"}, pkgs...)...), runIn(".", binaryEnv, "go", append([]string{"tool", "staticcheck"}, pkgs...)...)}
+	env := map[string]string{}
+	for _, kv := range binaryEnv {
+		k, v, _ := strings.Cut(kv, "=")
+		env[k] = v
+	}
+	out, err := sh.OutputWith(env, "go", "tool", "goimports", "-local", "github.com/rollcall/rollcall", "-l", ".")
 	var unformatted []string
 	for _, f := range strings.Fields(out) {
 		// Generated files keep their generators' layout.
@@ -36,6 +41,6 @@ func Lint() error {
 	if err != nil {
 		return err
 	}
-	errs = append(errs, runIn("api", nil, bufAbs, "lint"), sh.RunV("go", "tool", "actionlint"))
+	errs = append(errs, runIn("api", nil, bufAbs, "lint"), runIn(".", binaryEnv, "go", "tool", "actionlint"))
 	return errors.Join(errs...)
 }

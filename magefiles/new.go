@@ -53,7 +53,7 @@ func New(name string) error {
 	if err := Gen(); err != nil {
 		return err
 	}
-	if err := runIn(filepath.Join("services", name), nil, "go", "build", "./..."); err != nil {
+	if err := runIn(filepath.Join("services", name), binaryEnv, "go", "build", "./..."); err != nil {
 		return err
 	}
 	fmt.Printf("services/%s is ready: edit api/%s/v1/%s.proto, run `go run mage.go gen`, and fill in services/%s/internal/biz (the rules) and internal/service (the API over them).\n", name, name, name, name)

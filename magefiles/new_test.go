@@ -169,11 +169,14 @@ func tempDir(t *testing.T) string {
 	return dir
 }
 
+// run runs a command in dir with env added. Its go commands build as
+// every binary is built (binaryEnv), so that the build cache holds what
+// they compile.
 func run(t *testing.T, dir string, env []string, name string, args ...string) {
 	t.Helper()
 	cmd := exec.Command(name, args...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = append(append(os.Environ(), binaryEnv...), env...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("%s %s (in %s): %v\n%s", name, strings.Join(args, " "), dir, err, out)
 	}

@@ -45,7 +45,7 @@ func goBuild(dir, binary, pkg string) error {
 	if err != nil {
 		return err
 	}
-	return runIn(dir, nil, "go", "build", "-o", abs, pkg)
+	return runIn(dir, binaryEnv, "go", "build", "-o", abs, pkg)
 }
 
 // demostack runs pkg/localstack/cmd/demostack's command (up, down, kill,

@@ -47,8 +47,8 @@ var etcdBinary = sync.OnceValues(func() (string, error) {
 	if _, err := os.Stat(bin); err == nil {
 		return bin, nil
 	}
-	if out, err := exec.Command("go", "build", "-o", bin, "go.etcd.io/etcd/server/v3").CombinedOutput(); err != nil {
-		return "", errors.New("build etcd: " + err.Error() + "\n" + string(out))
+	if err := localstack.Build(".", bin, "go.etcd.io/etcd/server/v3"); err != nil {
+		return "", err
 	}
 	return bin, nil
 })

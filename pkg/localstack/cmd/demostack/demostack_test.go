@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/rollcall/rollcall/pkg/etcdtest"
+	"github.com/rollcall/rollcall/pkg/localstack"
 )
 
 // binDir holds the binaries the tests run: demostack built from this
@@ -54,7 +55,7 @@ func buildBinaries(dir string) error {
 	}
 	etcd := filepath.Join(root, "bin", "etcd")
 	if _, err := os.Stat(etcd); err != nil {
-		if err := goBuild(filepath.Join(root, "pkg"), etcd, "go.etcd.io/etcd/server/v3"); err != nil {
+		if err := localstack.Build(filepath.Join(root, "pkg"), etcd, "go.etcd.io/etcd/server/v3"); err != nil {
 			return err
 		}
 	}
@@ -66,18 +67,9 @@ func buildBinaries(dir string) error {
 		{filepath.Join(root, "services", "greeter"), "greeter", "./cmd/greeter"},
 		{filepath.Join(root, "services", "client"), "client", "./cmd/client"},
 	} {
-		if err := goBuild(b[0], filepath.Join(dir, b[1]), b[2]); err != nil {
+		if err := localstack.Build(b[0], filepath.Join(dir, b[1]), b[2]); err != nil {
 			return err
 		}
-	}
-	return nil
-}
-
-func goBuild(dir, out, pkg string) error {
-	cmd := exec.Command("go", "build", "-o", out, pkg)
-	cmd.Dir = dir
-	if msg, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build %s (in %s): %w\n%s", pkg, dir, err, msg)
 	}
 	return nil
 }

@@ -33,9 +33,8 @@ var buildGreeter = sync.OnceValues(func() (string, error) {
 		return "", err
 	}
 	bin := filepath.Join(dir, "greeter")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	if err := localstack.Build(".", bin, "."); err != nil {
+		return "", err
 	}
 	return bin, nil
 })

@@ -109,12 +109,12 @@ func TestPythonClientThroughXDS(t *testing.T) {
 	}
 	pythonWithGRPC(t)
 	dir := t.TempDir()
-	for _, args := range [][]string{
-		{"build", "-o", filepath.Join(dir, "xds"), "."},
-		{"build", "-C", "../../../greeter", "-o", filepath.Join(dir, "greeter"), "./cmd/greeter"},
+	for _, b := range [][3]string{ // module directory, binary, package
+		{".", "xds", "."},
+		{"../../../greeter", "greeter", "./cmd/greeter"},
 	} {
-		if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
-			t.Fatalf("go %v: %v\n%s", args, err, out)
+		if err := localstack.Build(b[0], filepath.Join(dir, b[1]), b[2]); err != nil {
+			t.Fatal(err)
 		}
 	}
 	etcd := etcdtest.Start(t)
