@@ -35,7 +35,7 @@ func buildBuf() error {
 	if err != nil {
 		return err
 	}
-	return runIn("tools/buf", []string{"GOWORK=off"}, "go", "build", "-o", abs, "github.com/bufbuild/buf/cmd/buf")
+	return runIn("tools/buf", append([]string{"GOWORK=off"}, binaryEnv...), "go", "build", "-o", abs, "github.com/bufbuild/buf/cmd/buf")
 }
 
 // genProto runs buf generate in api/, into outDir when it is not empty (so
