@@ -62,9 +62,10 @@ func (Compose) Test() error {
 	}
 	mg.Deps(Docker.Build)
 	// Cacheable: the test reads the images' IDs, so Go runs it again when
-	// an image or the test changes, and only then.
+	// an image or the test changes, and only then. With -race, as
+	// check:tests built it: only the test binary is linked again.
 	return runIn("deployments", []string{"ROLLCALL_COMPOSE=" + strings.Join(compose, " ")},
-		"go", "test", "-v", "-timeout", "15m", "-run", "^TestCompose", ".")
+		"go", "test", "-race", "-v", "-timeout", "15m", "-run", "^TestCompose", ".")
 }
 
 // composeCommand returns the compose CLI: `docker compose` when the plugin

@@ -123,11 +123,39 @@ func (Check) Tests() error {
 	for _, m := range ranPackage.FindAllStringSubmatch(out.String(), -1) {
 		ran = append(ran, m[1])
 	}
-	if len(ran) == 0 {
-		return nil
+	benched, err := withBenchmarks(ran)
+	if err != nil || len(benched) == 0 {
+		return err
 	}
-	// The race-built test binaries are in the build cache already.
-	return sh.RunV("go", append([]string{"test", "-race", "-run", "^$", "-bench", ".", "-benchtime", "1x", "-timeout", "10m"}, ran...)...)
+	// Their packages are compiled already; only the test binaries are
+	// linked again.
+	return sh.RunV("go", append([]string{"test", "-race", "-run", "^$", "-bench", ".", "-benchtime", "1x", "-timeout", "10m"}, benched...)...)
+}
+
+// withBenchmarks returns the packages of pkgs whose tests hold a benchmark.
+func withBenchmarks(pkgs []string) ([]string, error) {
+	if len(pkgs) == 0 {
+		return nil, nil
+	}
+	out, err := sh.Output("go", append([]string{"list", "-f", "{{.ImportPath}} {{.Dir}} {{join .TestGoFiles \" \"}} {{join .XTestGoFiles \" \"}}"}, pkgs...)...)
+	if err != nil {
+		return nil, err
+	}
+	var benched []string
+	for line := range strings.Lines(out) {
+		f := strings.Fields(line)
+		for _, file := range f[min(2, len(f)):] {
+			src, err := os.ReadFile(filepath.Join(f[1], file))
+			if err != nil {
+				return nil, err
+			}
+			if bytes.Contains(src, []byte("\nfunc Benchmark")) {
+				benched = append(benched, f[0])
+				break
+			}
+		}
+	}
+	return benched, nil
 }
 
 // sources lists every file that generated code and lint depend on: Go

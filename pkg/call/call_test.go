@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/grpclog"
@@ -31,7 +32,7 @@ var grpcInfo = newLogLines()
 
 func TestMain(m *testing.M) {
 	grpclog.SetLoggerV2(grpclog.NewLoggerV2(grpcInfo, io.Discard, io.Discard))
-	etcdtest.VerifyTestMain(m)
+	goleak.VerifyTestMain(m)
 }
 
 // logLines is a log sink that a test can wait on for a line.

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/rollcall/rollcall/pkg/discovery"
 	"github.com/rollcall/rollcall/pkg/etcdtest"
 	"github.com/rollcall/rollcall/pkg/flagenv"
@@ -13,7 +15,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	etcdtest.VerifyTestMain(m)
+	goleak.VerifyTestMain(m)
 }
 
 // A process reaches an etcd that requires TLS client certificates with the

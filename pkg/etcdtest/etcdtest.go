@@ -1,40 +1,38 @@
-// Package etcdtest runs a real etcd server in-process for tests (and
-// package examples, through StartExample), on 127.0.0.1 ports picked free,
-// and lets a test stop, restart, wipe or compact it to play failures. It is
-// etcd itself (server/v3/embed), never a fake.
+// Package etcdtest runs a real etcd server for tests (and package
+// examples, through StartExample): a process of the etcd binary built from
+// the etcd server module this repository pins (once per machine, see
+// [localstack.EtcdBinary]), on 127.0.0.1 ports picked free, stopped by PID
+// when the test ends. A test can stop, restart, wipe or compact it to play
+// failures. It is etcd itself, never a fake; a process rather than etcd
+// embedded in the test binary, so that tests built with -race neither
+// compile etcd's server with the race detector nor run it under it.
 package etcdtest
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net"
-	"net/url"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
-	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/server/v3/embed"
-	"go.uber.org/goleak"
 	"go.uber.org/zap"
-	"golang.org/x/crypto/bcrypt"
 
 	"github.com/rollcall/rollcall/pkg/discovery"
+	"github.com/rollcall/rollcall/pkg/localstack"
 	"github.com/rollcall/rollcall/pkg/tlsfiles"
 )
 
-// Server is one embedded etcd member. Its client URL stays the same across
-// Stop, Start and Wipe, as a restarted etcd's would.
+// Server is one etcd member. Its client URL stays the same across Stop,
+// Start and Wipe, as a restarted etcd's would.
 type Server struct {
-	t         testing.TB // nil for a server of StartExample
-	dir       string
-	clientURL url.URL
-	peerURL   url.URL
-	etcd      *embed.Etcd
-	tls       *TLS
+	t     testing.TB // nil for a server of StartExample
+	dir   string
+	tls   *TLS
+	stack *localstack.Stack
+	etcd  *localstack.Etcd
 }
 
 // TLS is what a server started by StartTLS serves and trusts, as PEM files.
@@ -63,13 +61,13 @@ func StartTLS(t testing.TB, tls TLS) *Server {
 
 func start(t testing.TB, tls *TLS) *Server {
 	t.Helper()
-	s, err := newServer(filepath.Join(t.TempDir(), "etcd"), tls)
+	s, err := newServer(t.TempDir(), tls)
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.t = t
+	t.Cleanup(func() { s.stack.Close() })
 	s.Start()
-	t.Cleanup(s.Stop)
 	return s
 }
 
@@ -82,37 +80,27 @@ func StartExample() (s *Server, stop func(), err error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("etcd data directory: %w", err)
 	}
-	s, err = newServer(filepath.Join(dir, "etcd"), nil)
+	s, err = newServer(dir, nil)
 	if err == nil {
 		err = s.start()
+		if err != nil {
+			s.stack.Close()
+		}
 	}
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, nil, err
 	}
-	return s, func() { s.Stop(); os.RemoveAll(dir) }, nil
+	return s, func() { s.stack.Close(); os.RemoveAll(dir) }, nil
 }
 
-// newServer returns a stopped server on free ports, keeping its data in dir.
+// newServer returns a server not started yet, keeping its data and log in dir.
 func newServer(dir string, tls *TLS) (*Server, error) {
-	scheme := "http"
-	if tls != nil {
-		scheme = "https"
-	}
-	clientAddr, err := freeAddr()
+	stack, err := localstack.New(localstack.Config{LogDir: dir, LogFiles: true, KillOnExit: true})
 	if err != nil {
 		return nil, err
 	}
-	peerAddr, err := freeAddr()
-	if err != nil {
-		return nil, err
-	}
-	return &Server{
-		dir:       dir,
-		clientURL: url.URL{Scheme: scheme, Host: clientAddr},
-		peerURL:   url.URL{Scheme: "http", Host: peerAddr},
-		tls:       tls,
-	}, nil
+	return &Server{dir: dir, tls: tls, stack: stack}, nil
 }
 
 // fatalf fails the test, or panics for a server of StartExample.
@@ -131,11 +119,18 @@ func (s *Server) helper() {
 	}
 }
 
+func (s *Server) member() *localstack.EtcdMember { return s.etcd.Members()[0] }
+
 // Endpoint is the address clients dial.
-func (s *Server) Endpoint() string { return s.clientURL.String() }
+func (s *Server) Endpoint() string {
+	if s.tls != nil {
+		return "https://" + s.member().ClientAddr
+	}
+	return "http://" + s.member().ClientAddr
+}
 
 // Running reports whether the server is up.
-func (s *Server) Running() bool { return s.etcd != nil }
+func (s *Server) Running() bool { return s.etcd != nil && s.member().Process().Running() }
 
 // Start starts a stopped server on its data directory and ports.
 func (s *Server) Start() {
@@ -146,35 +141,42 @@ func (s *Server) Start() {
 }
 
 func (s *Server) start() error {
+	// The wait for a healthy etcd; StartEtcd and Restart wait 30 s at most.
+	ctx := context.Background()
 	if s.etcd != nil {
+		if s.Running() {
+			return nil
+		}
+		if err := s.etcd.Restart(ctx, s.member()); err != nil {
+			return fmt.Errorf("restart etcd: %w", err)
+		}
 		return nil
 	}
-	cfg := embed.NewConfig()
-	cfg.Name = "etcdtest"
-	cfg.Dir = s.dir
-	cfg.ListenClientUrls = []url.URL{s.clientURL}
-	cfg.AdvertiseClientUrls = []url.URL{s.clientURL}
-	cfg.ListenPeerUrls = []url.URL{s.peerURL}
-	cfg.AdvertisePeerUrls = []url.URL{s.peerURL}
-	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
-	cfg.LogLevel = "error"
-	// At etcd's default cost, hashing a password takes long enough under
-	// the race detector on a busy machine that logins outlast the tests'
-	// deadlines; test passwords need no strength.
-	cfg.BcryptCost = uint(bcrypt.MinCost)
-	if s.tls != nil {
-		cfg.ClientTLSInfo = transport.TLSInfo{CertFile: s.tls.Cert, KeyFile: s.tls.Key, TrustedCAFile: s.tls.CA, ClientCertAuth: true}
-	}
-	e, err := embed.StartEtcd(cfg)
+	wd, err := os.Getwd()
 	if err != nil {
-		return fmt.Errorf("start etcd: %w", err)
+		return err
 	}
-	select {
-	case <-e.Server.ReadyNotify():
-	case <-time.After(30 * time.Second):
-		e.Close()
-		return errors.New("etcd did not become ready in 30s")
+	bin, err := localstack.EtcdBinary(wd)
+	if err != nil {
+		return err
+	}
+	cfg := localstack.EtcdConfig{
+		Binary: bin, DataDir: filepath.Join(s.dir, "data"),
+		// At etcd's default cost, hashing a password takes long enough on
+		// a busy machine that logins outlast the tests' deadlines; test
+		// passwords need no strength.
+		Args: []string{"--bcrypt-cost", "4"},
+	}
+	if t := s.tls; t != nil {
+		client, err := tlsfiles.Files{CA: t.CA, Cert: t.ClientCert, Key: t.ClientKey}.Client()
+		if err != nil {
+			return fmt.Errorf("etcd client TLS: %w", err)
+		}
+		cfg.TLS = &localstack.EtcdTLS{Cert: t.Cert, Key: t.Key, CA: t.CA, Client: client}
+	}
+	e, err := s.stack.StartEtcd(ctx, cfg)
+	if err != nil {
+		return err
 	}
 	s.etcd = e
 	return nil
@@ -182,11 +184,9 @@ func (s *Server) start() error {
 
 // Stop stops the server, keeping its data.
 func (s *Server) Stop() {
-	if s.etcd == nil {
-		return
+	if s.Running() {
+		s.member().Process().Stop(syscall.SIGTERM, 10*time.Second)
 	}
-	s.etcd.Close()
-	s.etcd = nil
 }
 
 // Restart stops and starts the server on the same data.
@@ -201,7 +201,7 @@ func (s *Server) Restart() {
 func (s *Server) Wipe() {
 	s.helper()
 	s.Stop()
-	if err := os.RemoveAll(s.dir); err != nil {
+	if err := os.RemoveAll(s.member().DataDir); err != nil {
 		s.fatalf("wipe etcd data: %v", err)
 	}
 	s.Start()
@@ -241,30 +241,5 @@ func (s *Server) Compact(ctx context.Context) {
 	}
 	if _, err := c.Compact(ctx, resp.Header.Revision, clientv3.WithCompactPhysical()); err != nil {
 		s.fatalf("compact: %v", err)
-	}
-}
-
-// freeAddr returns a 127.0.0.1 address with a port free now.
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("pick a free port: %w", err)
-	}
-	defer l.Close()
-	return fmt.Sprintf("127.0.0.1:%d", l.Addr().(*net.TCPAddr).Port), nil
-}
-
-// VerifyTestMain runs m's tests, then fails them if goroutines are left
-// running other than those an embedded etcd leaves: the TestMain of a
-// package whose tests start etcd.
-func VerifyTestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, IgnoredGoroutines()...)
-}
-
-// IgnoredGoroutines lists goroutines that an embedded etcd leaves running
-// after it stops, for goleak.
-func IgnoredGoroutines() []goleak.Option {
-	return []goleak.Option{
-		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
 	}
 }

@@ -29,7 +29,7 @@ type Proxy struct {
 // NewProxy starts a proxy to s and stops it when the test ends.
 func NewProxy(t testing.TB, s *Server) *Proxy {
 	t.Helper()
-	p, err := ListenProxy(s.clientURL.Host)
+	p, err := ListenProxy(s.member().ClientAddr)
 	if err != nil {
 		t.Fatalf("%v", err)
 	}

@@ -2,12 +2,16 @@ package localstack
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
@@ -23,6 +27,20 @@ type EtcdConfig struct {
 	// Name names a single member, and a cluster's members NAME1, NAME2...;
 	// it also names their processes. Empty means "etcd".
 	Name string
+	// TLS, when set, has the members serve clients over TLS only.
+	TLS *EtcdTLS
+	// Args are more flags for every member.
+	Args []string
+}
+
+// EtcdTLS is what etcd serves to clients and which clients it accepts.
+type EtcdTLS struct {
+	Cert, Key string // PEM files of the members' certificate
+	// CA, when set, signs the client certificates that etcd requires of
+	// every client.
+	CA string
+	// Client is how [Etcd.AwaitHealthy] connects.
+	Client *tls.Config
 }
 
 // Etcd is an etcd cluster of a stack, serving on 127.0.0.1.
@@ -124,18 +142,29 @@ func (e *Etcd) startMember(m *EtcdMember) error {
 	for i, o := range e.members {
 		initial[i] = o.Name + "=http://" + o.PeerAddr
 	}
+	client := "http://" + m.ClientAddr
+	args := []string{
+		"--name", m.Name, "--data-dir", m.DataDir,
+		"--listen-peer-urls", "http://" + m.PeerAddr, "--initial-advertise-peer-urls", "http://" + m.PeerAddr,
+		"--initial-cluster", strings.Join(initial, ","), "--initial-cluster-token", e.cfg.Name,
+		"--log-level", "warn",
+	}
+	metrics := m.ClientAddr
+	if t := e.cfg.TLS; t != nil {
+		client, metrics = "https://"+m.ClientAddr, ""
+		args = append(args, "--cert-file", t.Cert, "--key-file", t.Key)
+		if t.CA != "" {
+			args = append(args, "--trusted-ca-file", t.CA, "--client-cert-auth")
+		}
+	}
+	args = append(args, "--listen-client-urls", client, "--advertise-client-urls", client)
 	p, err := e.stack.Start(Command{
-		Name: m.Name,
-		Path: e.cfg.Binary,
-		Args: []string{
-			"--name", m.Name, "--data-dir", m.DataDir,
-			"--listen-client-urls", "http://" + m.ClientAddr, "--advertise-client-urls", "http://" + m.ClientAddr,
-			"--listen-peer-urls", "http://" + m.PeerAddr, "--initial-advertise-peer-urls", "http://" + m.PeerAddr,
-			"--initial-cluster", strings.Join(initial, ","), "--initial-cluster-token", e.cfg.Name,
-			"--log-level", "warn",
-		},
+		Name:    m.Name,
+		Path:    e.cfg.Binary,
+		Args:    append(args, e.cfg.Args...),
+		Env:     withoutEtcdFlags(os.Environ()),
 		LogFile: true,
-		Metrics: m.ClientAddr,
+		Metrics: metrics,
 	})
 	if err != nil {
 		return err
@@ -144,9 +173,14 @@ func (e *Etcd) startMember(m *EtcdMember) error {
 	return nil
 }
 
-// AwaitHealthy waits until a linearizable read succeeds, for at most 30 s.
+// AwaitHealthy waits until a linearizable read succeeds, or is refused
+// for want of a user (auth is on), for at most 30 s.
 func (e *Etcd) AwaitHealthy(ctx context.Context) error {
-	cli, err := clientv3.New(clientv3.Config{Endpoints: e.Endpoints(), Logger: zap.NewNop()})
+	cfg := clientv3.Config{Endpoints: e.Endpoints(), Logger: zap.NewNop()}
+	if e.cfg.TLS != nil {
+		cfg.TLS = e.cfg.TLS.Client
+	}
+	cli, err := clientv3.New(cfg)
 	if err != nil {
 		return fmt.Errorf("etcd client: %w", err)
 	}
@@ -158,13 +192,25 @@ func (e *Etcd) AwaitHealthy(ctx context.Context) error {
 		rctx, rcancel := context.WithTimeout(ctx, time.Second)
 		_, err := cli.Get(rctx, "health")
 		rcancel()
-		if err == nil {
+		if err == nil || answered(err) {
 			return nil
 		}
 		if ctx.Err() != nil {
 			return fmt.Errorf("etcd at %s not healthy: %w", strings.Join(e.Endpoints(), ","), err)
 		}
 	}
+}
+
+// answered reports whether err is etcd's refusal of a client that has not
+// logged in: etcd is up.
+func answered(err error) bool {
+	return errors.Is(err, rpctypes.ErrUserEmpty) || errors.Is(err, rpctypes.ErrPermissionDenied)
+}
+
+// withoutEtcdFlags drops ETCD_* variables from env: etcd reads each as a
+// flag, and a member's flags are the stack's alone.
+func withoutEtcdFlags(env []string) []string {
+	return slices.DeleteFunc(slices.Clone(env), func(kv string) bool { return strings.HasPrefix(kv, "ETCD_") })
 }
 
 // Leader returns the member that leads the cluster now, asking each

@@ -25,33 +25,9 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// etcdBinary returns bin/etcd at the repository's root, building it from
-// the pkg module's etcd server (the version the client library pins) when
-// it is missing, as `mage up` does.
-var etcdBinary = sync.OnceValues(func() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.work above the test's directory")
-		}
-		dir = parent
-	}
-	bin := filepath.Join(dir, "bin", "etcd")
-	if _, err := os.Stat(bin); err == nil {
-		return bin, nil
-	}
-	if err := localstack.Build(".", bin, "go.etcd.io/etcd/server/v3"); err != nil {
-		return "", err
-	}
-	return bin, nil
-})
+// etcdBinary returns the etcd binary built from the etcd server module
+// that the pkg module requires.
+var etcdBinary = sync.OnceValues(func() (string, error) { return localstack.EtcdBinary(".") })
 
 // syncBuffer is a bytes.Buffer that the stack's goroutines and the test
 // may use at once.

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/rollcall/rollcall/pkg/call/callxds"
 	"github.com/rollcall/rollcall/pkg/discovery"
 	"github.com/rollcall/rollcall/pkg/discovery/discoverytest"
@@ -17,7 +19,7 @@ import (
 // Dial through a real control plane is tested with it, in services/xds.
 
 func TestMain(m *testing.M) {
-	etcdtest.VerifyTestMain(m)
+	goleak.VerifyTestMain(m)
 }
 
 func TestBootstrapNamesEveryControlPlaneInOrder(t *testing.T) {

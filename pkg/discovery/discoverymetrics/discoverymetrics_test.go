@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/goleak"
 
 	"github.com/rollcall/rollcall/pkg/discovery"
 	"github.com/rollcall/rollcall/pkg/discovery/discoverymetrics"
@@ -18,7 +19,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	etcdtest.VerifyTestMain(m)
+	goleak.VerifyTestMain(m)
 }
 
 var quiet = slog.New(slog.DiscardHandler)

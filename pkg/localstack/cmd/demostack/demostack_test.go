@@ -42,10 +42,10 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binDir = dir
-	goleak.VerifyTestMain(m, append(etcdtest.IgnoredGoroutines(), goleak.Cleanup(func(code int) {
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
 		os.RemoveAll(dir)
 		os.Exit(code)
-	}))...)
+	}))
 }
 
 func buildBinaries(dir string) error {
@@ -53,11 +53,9 @@ func buildBinaries(dir string) error {
 	if err != nil {
 		return err
 	}
-	etcd := filepath.Join(root, "bin", "etcd")
-	if _, err := os.Stat(etcd); err != nil {
-		if err := localstack.Build(filepath.Join(root, "pkg"), etcd, "go.etcd.io/etcd/server/v3"); err != nil {
-			return err
-		}
+	etcd, err := localstack.EtcdBinary(".")
+	if err != nil {
+		return err
 	}
 	if err := os.Symlink(etcd, filepath.Join(dir, "etcd")); err != nil {
 		return err

@@ -13,13 +13,15 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/rollcall/rollcall/pkg/call/callxds"
 	"github.com/rollcall/rollcall/pkg/etcdtest"
 	"github.com/rollcall/rollcall/pkg/localstack"
 )
 
 func TestMain(m *testing.M) {
-	etcdtest.VerifyTestMain(m)
+	goleak.VerifyTestMain(m)
 }
 
 // python is Debian's interpreter, which sees Debian's python3-grpcio; a

@@ -12,6 +12,7 @@ import (
 	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 
 	"github.com/rollcall/rollcall/pkg/call"
@@ -23,7 +24,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	etcdtest.VerifyTestMain(m)
+	goleak.VerifyTestMain(m)
 }
 
 // stack is etcd, a control plane reading it and serving ADS on
