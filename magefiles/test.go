@@ -11,7 +11,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -112,9 +114,11 @@ func (Check) Tests() error {
 	}
 	fmt.Printf("== go test -race %s\n", strings.Join(pkgs, " "))
 	var out bytes.Buffer
-	// The timeout covers magefiles' tests on a machine with empty caches:
-	// they build a copy of the repository while everything else builds.
-	cmd := exec.Command("go", append([]string{"test", "-race", "-timeout", "25m"}, pkgs...)...)
+	// Most test binaries wait on processes and etcd: twice as many run at
+	// once as the machine has cores. The timeout covers magefiles' tests
+	// on a machine with empty caches: they build a copy of the repository
+	// while everything else builds.
+	cmd := exec.Command("go", append([]string{"test", "-race", "-p", strconv.Itoa(2 * runtime.NumCPU()), "-timeout", "25m"}, pkgs...)...)
 	cmd.Stdout, cmd.Stderr = io.MultiWriter(os.Stdout, &out), os.Stderr
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("go test: %w", err)
