@@ -79,7 +79,7 @@ func build(name, arch string) error {
 	fmt.Printf("== %s: go build (linux/%s, static)\n", name, arch)
 	if name == "etcd" {
 		// The pkg module requires the etcd server module: the version the
-		// client library and the tests' embedded etcd use.
+		// client library and the tests' etcd use.
 		err = runIn("pkg", env, "go", append(goBuild, "go.etcd.io/etcd/server/v3")...)
 		if err == nil {
 			err = os.MkdirAll(filepath.Join(ctxDir, "data"), 0o755)
