@@ -117,8 +117,9 @@ func (Check) Tests() error {
 	// Most test binaries wait on processes and etcd: twice as many run at
 	// once as the machine has cores. The timeout covers magefiles' tests
 	// on a machine with empty caches: they build a copy of the repository
-	// while everything else builds.
-	cmd := exec.Command("go", append([]string{"test", "-race", "-p", strconv.Itoa(2 * runtime.NumCPU()), "-timeout", "25m"}, pkgs...)...)
+	// while everything else builds. No vet here: lint runs all of vet's
+	// checks on the same packages.
+	cmd := exec.Command("go", append([]string{"test", "-race", "-vet=off", "-p", strconv.Itoa(2 * runtime.NumCPU()), "-timeout", "25m"}, pkgs...)...)
 	cmd.Stdout, cmd.Stderr = io.MultiWriter(os.Stdout, &out), os.Stderr
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("go test: %w", err)
@@ -133,7 +134,7 @@ func (Check) Tests() error {
 	}
 	// Their packages are compiled already; only the test binaries are
 	// linked again.
-	return sh.RunV("go", append([]string{"test", "-race", "-run", "^$", "-bench", ".", "-benchtime", "1x", "-timeout", "10m"}, benched...)...)
+	return sh.RunV("go", append([]string{"test", "-race", "-vet=off", "-run", "^$", "-bench", ".", "-benchtime", "1x", "-timeout", "10m"}, benched...)...)
 }
 
 // withBenchmarks returns the packages of pkgs whose tests hold a benchmark.
