@@ -45,10 +45,13 @@ func EtcdBinary(dir string) (string, error) {
 	version := strings.TrimSpace(string(out))
 	if err != nil || version == "" {
 		var exit *exec.ExitError
-		if errors.As(err, &exit) {
+		switch {
+		case errors.As(err, &exit):
 			err = fmt.Errorf("%w: %s", err, bytes.TrimSpace(exit.Stderr))
+		case err == nil:
+			err = errors.New("go list printed no version")
 		}
-		return "", fmt.Errorf("which %s %s requires: %v", etcdModule, dir, err)
+		return "", fmt.Errorf("the version of %s that the module in %s requires: %w", etcdModule, dir, err)
 	}
 	cache, err := os.UserCacheDir()
 	if err != nil {
