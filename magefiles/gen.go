@@ -53,32 +53,28 @@ func genProto(outDir string) error {
 	return runIn("api", binaryEnv, bufAbs, args...) // its plugins run through go tool
 }
 
-// wirePackages lists, per service module, its packages that hold a wire
-// injector: cmd/NAME/wire.go, the layout every service shares.
-func wirePackages() (map[string][]string, error) {
+// wirePackages lists the packages that hold a wire injector:
+// services/NAME/cmd/CMD/wire.go, the layout every service shares.
+func wirePackages() ([]string, error) {
 	files, err := filepath.Glob(filepath.Join("services", "*", "cmd", "*", "wire.go"))
-	pkgs := map[string][]string{}
+	var pkgs []string
 	for _, f := range files {
-		cmd := filepath.Dir(f)
-		mod := filepath.Dir(filepath.Dir(cmd))
-		pkgs[mod] = append(pkgs[mod], "./cmd/"+filepath.Base(cmd))
+		pkgs = append(pkgs, "./"+filepath.Dir(f))
 	}
 	return pkgs, err
 }
 
-// runWire runs `go tool wire <command>` on every module's injector packages.
+// runWire runs `go tool wire <command>` on every injector package at once,
+// from the workspace root: one load type-checks what they share once.
 func runWire(command string) error {
 	pkgs, err := wirePackages()
-	if err != nil {
+	if err != nil || len(pkgs) == 0 {
 		return err
 	}
-	var errs []error
-	for mod, list := range pkgs {
-		if err := runIn(mod, binaryEnv, "go", append([]string{"tool", "wire", command}, list...)...); err != nil {
-			errs = append(errs, fmt.Errorf("wire %s in %s: %w", command, mod, err))
-		}
+	if err := runIn(".", binaryEnv, "go", append([]string{"tool", "wire", command}, pkgs...)...); err != nil {
+		return fmt.Errorf("wire %s: %w", command, err)
 	}
-	return errors.Join(errs...)
+	return nil
 }
 
 // compareGenerated fails when a file ending in suffix is under only one

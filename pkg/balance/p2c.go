@@ -44,12 +44,15 @@ func (p *p2cPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	now := liveness.Now()
 	v := p.current(now)
 	eps := candidates(v.pool(p.eps), a, now, v.wider())
-	i := pickWeighted(eps, -1)
-	chosen := eps[i]
-	if len(eps) > 1 && rand.Float64() >= p.cfg.ExploreShare {
-		other := eps[pickWeighted(eps, i)]
-		if p.worse(chosen, other, now, v.window) {
-			chosen = other
+	chosen := eps[0]
+	if len(eps) > 1 {
+		i := pickWeighted(eps, -1)
+		chosen = eps[i]
+		if rand.Float64() >= p.cfg.ExploreShare {
+			other := eps[pickWeighted(eps, i)]
+			if p.worse(chosen, other, now, v.window) {
+				chosen = other
+			}
 		}
 	}
 	return track(chosen, info, a, len(eps), time.Duration(p.cfg.FailurePenalty), now)

@@ -107,7 +107,8 @@ func newCaller(service string, o *options, rb *resolve.Builder) *caller {
 // idempotent methods in attempts, and names the service when no instance
 // of it is registered.
 func (c *caller) unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-	c.budget.deposit()
+	start := sinceEpoch()
+	c.budget.deposit(start)
 	if _, ok := ctx.Deadline(); !ok && c.timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.timeout)
@@ -126,7 +127,6 @@ func (c *caller) unary(ctx context.Context, method string, req, reply any, cc *g
 		// One instance: nothing to hedge to, no other to cut over to; the
 		// call goes as on a plain connection, and only a failure takes the
 		// way of extra attempts.
-		start := sinceEpoch()
 		err := invoker(ctx, method, req, reply, cc, opts...)
 		now := sinceEpoch()
 		if code := status.Code(err); code != codes.Unavailable {
@@ -142,7 +142,7 @@ func (c *caller) unary(ctx context.Context, method string, req, reply any, cc *g
 		return c.rb.Explain(cc, err)
 	}
 	k := c.get(ctx, m, method, req, msg, cc, invoker, opts)
-	err := k.run()
+	err := k.run(start)
 	c.put(k)
 	return c.rb.Explain(cc, err)
 }
@@ -225,11 +225,11 @@ func (k *idempotentCall) begin() {
 	first.running, first.stalled, first.cancel = true, false, nil
 }
 
-func (k *idempotentCall) run() error {
+// run runs the call, which began at start (sinceEpoch).
+func (k *idempotentCall) run(start time.Duration) error {
 	k.begin()
 	first := &k.slots[0]
 	ctx := k.ctx
-	start := sinceEpoch()
 	if f := k.c.fleet.Load(); f == nil || f.Ready() != 0 {
 		// Only an attempt with another instance to go to is worth cutting
 		// or hedging; a cancellable context costs each call allocations.

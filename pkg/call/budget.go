@@ -1,6 +1,7 @@
 package call
 
 import (
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,48 +24,70 @@ const (
 // the last budgetWindow seconds.
 type budget struct {
 	ratio, perSecond float64
-	start            time.Time
-	mu               sync.Mutex // rotates slots, serializes withdrawals
+	start            time.Duration // sinceEpoch at creation
+	mu               sync.Mutex    // rotates slots, serializes withdrawals
 	slots            [budgetWindow]budgetSlot
 }
 
+// budgetSlot counts one second. Every call adds to calls: the count is
+// spread over cache lines of their own, so that callers on different
+// cores seldom write the same line, nor the line every call reads sec from.
 type budgetSlot struct {
-	sec          atomic.Int64 // the second this slot counts, since start
-	calls, extra atomic.Int64
+	sec   atomic.Int64 // the second this slot counts, since start
+	extra atomic.Int64
+	_     [cacheLine - 16]byte
+	calls [callStripes]stripe
+}
+
+const (
+	cacheLine   = 64
+	callStripes = 4
+)
+
+type stripe struct {
+	atomic.Int64
+	_ [cacheLine - 8]byte
+}
+
+func (s *budgetSlot) callCount() int64 {
+	var n int64
+	for i := range s.calls {
+		n += s.calls[i].Load()
+	}
+	return n
 }
 
 func newBudget(ratio, perSecond float64) *budget {
-	b := &budget{ratio: ratio, perSecond: perSecond, start: time.Now()}
+	b := &budget{ratio: ratio, perSecond: perSecond, start: sinceEpoch()}
 	for i := range b.slots {
 		b.slots[i].sec.Store(-1)
 	}
 	return b
 }
 
-// slot returns the current second's slot, cleared if it held an older one.
-func (b *budget) slot() (*budgetSlot, int64) {
-	sec := int64(time.Since(b.start) / time.Second)
+// second is the budget's second at now (sinceEpoch).
+func (b *budget) second(now time.Duration) int64 { return int64((now - b.start) / time.Second) }
+
+func (b *budget) rotateLocked(s *budgetSlot, sec int64) {
+	if s.sec.Load() != sec {
+		for i := range s.calls {
+			s.calls[i].Store(0)
+		}
+		s.extra.Store(0)
+		s.sec.Store(sec)
+	}
+}
+
+// deposit counts a call made at now (sinceEpoch).
+func (b *budget) deposit(now time.Duration) {
+	sec := b.second(now)
 	s := &b.slots[sec%budgetWindow]
 	if s.sec.Load() != sec {
 		b.mu.Lock()
 		b.rotateLocked(s, sec)
 		b.mu.Unlock()
 	}
-	return s, sec
-}
-
-func (b *budget) rotateLocked(s *budgetSlot, sec int64) {
-	if s.sec.Load() != sec {
-		s.calls.Store(0)
-		s.extra.Store(0)
-		s.sec.Store(sec)
-	}
-}
-
-// deposit counts a call.
-func (b *budget) deposit() {
-	s, _ := b.slot()
-	s.calls.Add(1)
+	s.calls[rand.Uint32N(callStripes)].Add(1)
 }
 
 // Available is how many extra attempts the budget allows now.
@@ -82,7 +105,7 @@ func (b *budget) withdraw() bool {
 	a, s := b.availableLocked()
 	// Within the current second the ratio holds too (with the window's
 	// floor, so that it bites only on busy connections).
-	if a < 1 || float64(s.extra.Load()+1) > b.ratio*float64(s.calls.Load())+b.perSecond*budgetWindow {
+	if a < 1 || float64(s.extra.Load()+1) > b.ratio*float64(s.callCount())+b.perSecond*budgetWindow {
 		return false
 	}
 	s.extra.Add(1)
@@ -91,14 +114,14 @@ func (b *budget) withdraw() bool {
 
 // availableLocked returns what the budget allows now and the current slot.
 func (b *budget) availableLocked() (float64, *budgetSlot) {
-	sec := int64(time.Since(b.start) / time.Second)
+	sec := b.second(sinceEpoch())
 	cur := &b.slots[sec%budgetWindow]
 	b.rotateLocked(cur, sec)
 	var calls, extra int64
 	for i := range b.slots {
 		s := &b.slots[i]
 		if age := sec - s.sec.Load(); age >= 0 && age < budgetWindow {
-			calls += s.calls.Load()
+			calls += s.callCount()
 			extra += s.extra.Load()
 		}
 	}

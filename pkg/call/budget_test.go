@@ -19,7 +19,7 @@ func TestBudgetBoundsExtraAttempts(t *testing.T) {
 	for _, tt := range tests {
 		b := newBudget(tt.ratio, tt.perSecond)
 		for range tt.calls {
-			b.deposit()
+			b.deposit(sinceEpoch())
 		}
 		got := 0
 		for b.withdraw() {

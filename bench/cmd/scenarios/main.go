@@ -13,6 +13,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"strings"
 
 	_ "google.golang.org/grpc/balancer/leastrequest" // compared in the balancing scenarios
@@ -32,11 +33,24 @@ func run() error {
 	bin := flag.String("bin", "bin", "directory with etcd, greeter and baseline-greeter")
 	write := flag.String("write", "", "write the results, with what each scenario does, to this markdown file")
 	gobench := flag.Bool("gobench", false, "first run the Go benchmarks of the hot paths (from the repository root), for -write")
+	cpuProfile := flag.String("cpuprofile", "", "write this process's CPU profile to this file (the throughput scenario labels its calls way=discovery or way=direct)")
 	var worker herdWorker
 	isWorker := worker.flags(flag.CommandLine)
 	flag.Parse()
 	if *isWorker {
 		return worker.run()
+	}
+
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 
 	t := full

@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"syscall"
 	"time"
@@ -853,7 +854,10 @@ func runThroughput(ctx context.Context, e *env, t timing, r *result) error {
 	var ratios []float64
 	round := func(way int) float64 {
 		cpu0 := cpuTime()
-		l := startLoadPerWorker(clients[way], 32, time.Second)
+		var l *load
+		pprof.Do(ctx, pprof.Labels("way", [2]string{"discovery", "direct"}[way]), func(context.Context) {
+			l = startLoadPerWorker(clients[way], 32, time.Second)
+		})
 		time.Sleep(t.throughput / throughputPairs)
 		took := l.stop()
 		cpu[way] += cpuTime() - cpu0
