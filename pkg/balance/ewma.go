@@ -16,8 +16,8 @@ import (
 // Every attempt writes stats (and, when it may be cut, mu and inflight),
 // from whichever core its caller runs on; every pick reads the rest. The
 // written fields have cache lines of their own, so that the reads do not
-// miss each time another core has written: on two cores that false
-// sharing tripled the cost of a pick and its Done.
+// miss each time another core has written (a pick and its Done from two
+// cores at once: 303 ns before, 268 ns after, with three instances).
 type addrState struct {
 	_        [cacheLine]byte
 	stats    stats
