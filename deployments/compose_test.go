@@ -111,18 +111,18 @@ func TestComposeFile(t *testing.T) {
 		if err != nil {
 			t.Fatalf("service %s: %v", name, err)
 		}
-		adv, err := urlPorts(fs.Lookup("advertise-client-urls").Value.String())
+		adv, err := urlPorts(fs["advertise-client-urls"])
 		if err != nil || len(adv) != 1 || adv[0][0] != name {
 			t.Errorf("service %s: --advertise-client-urls=%v, want one URL on host %s", name, adv, name)
 			continue
 		}
 		members[name], _ = strconv.Atoi(adv[0][1])
-		peer, err := urlPorts(fs.Lookup("initial-advertise-peer-urls").Value.String())
+		peer, err := urlPorts(fs["initial-advertise-peer-urls"])
 		if err != nil || len(peer) != 1 || peer[0][0] != name {
 			t.Errorf("service %s: --initial-advertise-peer-urls=%v, want one URL on host %s", name, peer, name)
 			continue
 		}
-		wantCluster = append(wantCluster, fmt.Sprintf("%s=http://%s:%s", fs.Lookup("name").Value.String(), name, peer[0][1]))
+		wantCluster = append(wantCluster, fmt.Sprintf("%s=http://%s:%s", fs["name"], name, peer[0][1]))
 	}
 	if len(members) != 3 {
 		t.Fatalf("%d etcd members, want 3", len(members))
@@ -133,7 +133,7 @@ func TestComposeFile(t *testing.T) {
 			continue
 		}
 		fs, _ := etcdFlags(svc.Command)
-		got := strings.Split(fs.Lookup("initial-cluster").Value.String(), ",")
+		got := strings.Split(fs["initial-cluster"], ",")
 		slices.Sort(got)
 		if !slices.Equal(got, wantCluster) {
 			t.Errorf("service %s: --initial-cluster %v, want %v", name, got, wantCluster)

@@ -4,9 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
-	"flag"
 	"fmt"
-	"io"
 	"io/fs"
 	"maps"
 	"net"
@@ -21,8 +19,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"go.etcd.io/etcd/server/v3/embed"
 
 	"github.com/rollcall/rollcall/deployments"
 	"github.com/rollcall/rollcall/pkg/localstack"
@@ -160,24 +156,36 @@ func checkEnvNames(t *testing.T, where string, h binaryHelp, env map[string]stri
 	}
 }
 
-// etcdFlags parses args with etcd's own flag definitions (embed.Config's
-// and the few etcdmain adds), so a misspelt flag or a malformed URL fails
-// as it would when etcd starts.
-func etcdFlags(args []string) (*flag.FlagSet, error) {
-	fs := flag.NewFlagSet("etcd", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	embed.NewConfig().AddFlags(fs)
-	for _, name := range []string{"config-file", "discovery-fallback", "initial-cluster-state", "v2-deprecation"} {
-		fs.String(name, "", "")
+// etcdBinary is the etcd the tests run (localstack.EtcdBinary), built
+// once per machine.
+var etcdBinary = sync.OnceValues(func() (string, error) { return localstack.EtcdBinary(".") })
+
+// etcdFlags has etcd itself check args: it parses them as it does when it
+// starts, then the --version added makes it exit, so a misspelt flag, a
+// stray argument or a malformed URL fails here as it would at start. It
+// returns each flag's value as args give it (the last, if given twice).
+func etcdFlags(args []string) (map[string]string, error) {
+	bin, err := etcdBinary()
+	if err != nil {
+		return nil, err
 	}
-	fs.Bool("version", false, "")
-	if err := fs.Parse(args); err != nil {
-		return nil, fmt.Errorf("etcd flags %q: %w", args, err)
+	out, err := exec.Command(bin, append(slices.Clone(args), "--version")...).CombinedOutput()
+	if err != nil {
+		return nil, fmt.Errorf("etcd flags %q: %w: %s", args, err, bytes.TrimSpace(out))
 	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("etcd flags: unexpected arguments %q", fs.Args())
+	values := map[string]string{}
+	for i := 0; i < len(args); i++ {
+		name, value, hasValue := strings.Cut(strings.TrimLeft(args[i], "-"), "=")
+		if !hasValue && i+1 < len(args) && !strings.HasPrefix(args[i+1], "-") {
+			i++
+			value, hasValue = args[i], true
+		}
+		if !hasValue {
+			value = "true" // a boolean flag
+		}
+		values[name] = value
 	}
-	return fs, nil
+	return values, nil
 }
 
 // urlPorts returns the host and port of every URL of a comma-separated list.

@@ -1,7 +1,6 @@
 package deployments_test
 
 import (
-	"flag"
 	"fmt"
 	"maps"
 	"os"
@@ -235,7 +234,7 @@ func checkEtcd(t *testing.T, w workload, c corev1.Container, m manifests) etcdCl
 			t.Errorf("%s: %v", where, err)
 			continue
 		}
-		flagValue := func(name string) string { return fs.Lookup(name).Value.String() }
+		flagValue := func(name string) string { return fs[name] }
 		for _, tc := range []struct {
 			flag     string
 			wantHost string // "" for any
@@ -292,11 +291,11 @@ func checkQuorumBudget(t *testing.T, w workload, pdbs []*policyv1.PodDisruptionB
 
 // checkEtcdProbes: HTTP probes (the image has no etcdctl) on a port where
 // etcd serves /readyz and /livez.
-func checkEtcdProbes(t *testing.T, where string, c corev1.Container, fs *flag.FlagSet) {
+func checkEtcdProbes(t *testing.T, where string, c corev1.Container, fs map[string]string) {
 	t.Helper()
 	served := map[int]bool{}
 	for _, name := range []string{"listen-client-urls", "listen-metrics-urls"} {
-		urls, err := urlPorts(fs.Lookup(name).Value.String())
+		urls, err := urlPorts(fs[name])
 		if err != nil {
 			t.Errorf("%s: --%s: %v", where, name, err)
 		}
