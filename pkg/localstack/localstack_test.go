@@ -391,3 +391,20 @@ func TestExitSignalTellsAKillFromAnExit(t *testing.T) {
 		t.Errorf("ExitSignal after exit 3 = %v, true; want false", sig)
 	}
 }
+
+// Instances started one after the other each get a port of their own:
+// FreePort never returns an address twice, though each is released (as
+// it is until the process it went to binds it).
+func TestFreePortNeverRepeats(t *testing.T) {
+	seen := map[string]bool{}
+	for range 500 {
+		addr, err := localstack.FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[addr] {
+			t.Fatalf("FreePort returned %s twice", addr)
+		}
+		seen[addr] = true
+	}
+}
