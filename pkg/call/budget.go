@@ -5,6 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/cpu"
 )
 
 // Default retry budget (Linkerd's model): extra attempts, of every kind,
@@ -36,18 +38,15 @@ type budget struct {
 type budgetSlot struct {
 	sec   atomic.Int64 // the second this slot counts, since start
 	extra atomic.Int64
-	_     [cacheLine - 16]byte
+	_     cpu.CacheLinePad
 	calls [callStripes]stripe
 }
 
-const (
-	cacheLine   = 64
-	callStripes = 4
-)
+const callStripes = 4
 
 type stripe struct {
 	atomic.Int64
-	_ [cacheLine - 8]byte
+	_ cpu.CacheLinePad
 }
 
 func (s *budgetSlot) callCount() int64 {
