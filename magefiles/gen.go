@@ -2,14 +2,14 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
-
-	"github.com/magefile/mage/mg"
+	"syscall"
 )
 
 // Gen regenerates protobuf code (buf) and wire injectors; running it twice changes nothing.
@@ -20,29 +20,59 @@ func Gen() error {
 	return runWire("gen")
 }
 
-// bufBin is where buildBuf puts buf. buf lives in its own module outside
-// go.work because it raises protobuf and grpc to pre-releases in any module
-// that requires it.
-const bufBin = "bin/buf"
-
-// buildBuf builds buf from its pinned module; after the first build (about
-// two minutes on two cores) the Go build cache makes this a no-op.
-func buildBuf() error {
-	if _, err := os.Stat(bufBin); err != nil {
-		fmt.Println("building buf (first run only, about two minutes)...")
-	}
-	abs, err := filepath.Abs(bufBin)
+// bufBinary returns buf, built from its pinned module (tools/buf) once per
+// machine into the user's cache directory (rollcall/buf/buf-HASH, HASH
+// from tools/buf's go.sum), as pkg/localstack builds etcd. On a cold
+// machine check:gen, lint and the tests' copies of the repository ask for
+// it at once: one process builds while the others wait on a file lock,
+// rather than each compiling buf's 870 packages. buf lives in its own
+// module outside go.work because it raises protobuf and grpc to
+// pre-releases in any module that requires it.
+func bufBinary() (string, error) {
+	sum, err := os.ReadFile(filepath.Join("tools", "buf", "go.sum"))
 	if err != nil {
-		return err
+		return "", fmt.Errorf("buf's pinned versions: %w", err)
 	}
-	return runIn("tools/buf", append([]string{"GOWORK=off"}, binaryEnv...), "go", "build", "-o", abs, "github.com/bufbuild/buf/cmd/buf")
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		return "", fmt.Errorf("where to keep buf: %w", err)
+	}
+	bin := filepath.Join(cache, "rollcall", "buf", fmt.Sprintf("buf-%x", sha256.Sum256(sum))[:16])
+	if _, err := os.Stat(bin); err == nil {
+		return bin, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(bin), 0o755); err != nil {
+		return "", err
+	}
+	lock, err := os.OpenFile(bin+".lock", os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return "", err
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return "", fmt.Errorf("lock %s: %w", lock.Name(), err)
+	}
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	if _, err := os.Stat(bin); err == nil {
+		return bin, nil // built while this process waited
+	}
+	fmt.Println("building buf (once per machine, about two minutes on two cores)...")
+	// Built beside and renamed, so that no one runs a half-written binary.
+	tmp := fmt.Sprintf("%s.%d", bin, os.Getpid())
+	if err := runIn(filepath.Join("tools", "buf"), append([]string{"GOWORK=off"}, binaryEnv...), "go", "build", "-o", tmp, "github.com/bufbuild/buf/cmd/buf"); err != nil {
+		return "", err
+	}
+	if err := os.Rename(tmp, bin); err != nil {
+		os.Remove(tmp)
+		return "", err
+	}
+	return bin, nil
 }
 
 // genProto runs buf generate in api/, into outDir when it is not empty (so
 // that check:gen can compare without touching the tree).
 func genProto(outDir string) error {
-	mg.Deps(buildBuf)
-	bufAbs, err := filepath.Abs(bufBin)
+	buf, err := bufBinary()
 	if err != nil {
 		return err
 	}
@@ -50,7 +80,7 @@ func genProto(outDir string) error {
 	if outDir != "" {
 		args = append(args, "--output", outDir)
 	}
-	return runIn("api", binaryEnv, bufAbs, args...) // its plugins run through go tool
+	return runIn("api", binaryEnv, buf, args...) // its plugins run through go tool
 }
 
 // wirePackages lists the packages that hold a wire injector:

@@ -6,13 +6,11 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/magefile/mage/mg"
 	"github.com/magefile/mage/sh"
 )
 
 // Lint runs go vet and staticcheck on every module, goimports (gofmt plus import groups: standard, others, rollcall) on the tree, buf lint on the protos and actionlint on the CI workflows.
 func Lint() error {
-	mg.Deps(buildBuf)
 	pkgs, err := workspacePackages()
 	if err != nil {
 		return err
@@ -37,10 +35,10 @@ func Lint() error {
 	case len(unformatted) > 0:
 		errs = append(errs, fmt.Errorf("goimports -local github.com/rollcall/rollcall would change:\n%s", strings.Join(unformatted, "\n")))
 	}
-	bufAbs, err := filepath.Abs(bufBin)
+	buf, err := bufBinary()
 	if err != nil {
 		return err
 	}
-	errs = append(errs, runIn("api", nil, bufAbs, "lint"), runIn(".", binaryEnv, "go", "tool", "actionlint"))
+	errs = append(errs, runIn("api", nil, buf, "lint"), runIn(".", binaryEnv, "go", "tool", "actionlint"))
 	return errors.Join(errs...)
 }
