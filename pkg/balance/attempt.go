@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc/balancer"
+
+	"github.com/rollcall/rollcall/pkg/liveness"
 )
 
 // MaxAvoid is how many instances one attempt can be asked to avoid.
@@ -27,7 +29,8 @@ func (f *Fleet) Ready() int { return int(f.ready.Load()) }
 // stalls; the picker records which instance it chose. Without an Attempt
 // a call is balanced the same way.
 //
-// An Attempt may be reused (Reset) once the attempt has finished.
+// Its owner ends it (End) when gRPC returns the attempt's result, and may
+// then reuse it (Reset).
 type Attempt struct {
 	// OnStall, when set, is called when the instance this attempt is in
 	// flight on stops sending heartbeats. It returns whether it cancelled
@@ -43,7 +46,6 @@ type Attempt struct {
 	cut    atomic.Int32
 	next   *Attempt // in picked's list of cuttable attempts
 	prev   *Attempt
-	done   func(balancer.DoneInfo) // a.finish, bound once
 }
 
 type attemptKey struct{}
@@ -61,7 +63,7 @@ func attemptFrom(ctx context.Context) *Attempt {
 	return a
 }
 
-// Reset clears a for another attempt; OnStall and the bound callback stay.
+// Reset clears a for another attempt; OnStall stays.
 func (a *Attempt) Reset() {
 	a.rec = pickRecord{}
 	a.avoid = [MaxAvoid]*addrState{}
@@ -123,27 +125,43 @@ func (a *Attempt) avoids(st *addrState) bool {
 	return false
 }
 
-// begin records a pick of ep for a and returns the Done callback.
-func (a *Attempt) begin(ep endpoint, info balancer.PickInfo, start time.Duration, live int, fleet *Fleet, child func(balancer.DoneInfo), penalty time.Duration) func(balancer.DoneInfo) {
+// begin records a pick of ep for a. gRPC picks again for the same attempt
+// when the chosen connection was not ready or its stream was refused
+// before any byte went out: the earlier pick ends then, as one that
+// reached no instance.
+func (a *Attempt) begin(ep endpoint, info balancer.PickInfo, start time.Duration, live int, fleet *Fleet, penalty time.Duration) {
+	if a.rec.st != nil {
+		a.end(balancer.DoneInfo{})
+	}
 	a.fleet.Store(fleet)
-	a.rec = pickRecord{st: ep.state, start: start, deadline: deadlineOf(info), child: child, penalty: penalty}
+	a.rec = pickRecord{st: ep.state, start: start, deadline: deadlineOf(info), penalty: penalty}
 	a.picked.Store(ep.state)
 	a.live.Store(int32(live))
 	if a.OnStall != nil {
 		ep.state.add(a)
 	}
-	if a.done == nil {
-		a.done = a.finish
-	}
-	return a.done
 }
 
-func (a *Attempt) finish(di balancer.DoneInfo) {
-	st := a.rec.st
-	if a.OnStall != nil {
-		st.remove(a)
+// End accounts for the end of the attempt on the instance it was sent to
+// (nothing if none): err is what the attempt returned, nil for an answer.
+// It returns liveness.Now at the end, so that the caller needs no clock
+// read of its own. The attempt's owner calls it once gRPC has returned the
+// attempt's result: a pick with an Attempt gives gRPC no Done callback,
+// which spares gRPC copying the trailer of every call.
+func (a *Attempt) End(err error) (now time.Duration) {
+	if a.rec.st == nil {
+		return liveness.Now()
 	}
-	a.rec.finish(di, cut(a.cut.Load()))
+	return a.end(balancer.DoneInfo{Err: err, BytesReceived: err == nil})
+}
+
+func (a *Attempt) end(di balancer.DoneInfo) time.Duration {
+	if a.OnStall != nil {
+		a.rec.st.remove(a)
+	}
+	now := a.rec.finish(di, cut(a.cut.Load()))
+	a.rec.st = nil
+	return now
 }
 
 // add links a into the attempts in flight on st.

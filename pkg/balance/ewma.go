@@ -84,6 +84,9 @@ type stats struct {
 	// lastAnswer is liveness.Now at the instance's last answer (or failure
 	// it reported), and when it joined before any.
 	lastAnswer atomic.Int64
+	// untimed: the instance served calls alone, counted but not timed
+	// (soloPicker).
+	untimed atomic.Bool
 }
 
 // The latency estimate is an asymmetric EWMA that follows an instance's

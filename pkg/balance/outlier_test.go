@@ -172,12 +172,12 @@ func TestEjectionCapAndPanicMode(t *testing.T) {
 	picked := map[*addrState]bool{}
 	for range 600 {
 		a := &Attempt{}
-		res, err := p.Pick(balancer.PickInfo{Ctx: WithAttempt(context.Background(), a)})
+		_, err := p.Pick(balancer.PickInfo{Ctx: WithAttempt(context.Background(), a)})
 		if err != nil {
 			t.Fatal(err)
 		}
 		picked[a.picked.Load()] = true
-		res.Done(balancer.DoneInfo{})
+		a.End(errCanceled)
 	}
 	for i, ep := range eps {
 		if !picked[ep.state] {

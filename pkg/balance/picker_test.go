@@ -6,9 +6,15 @@ import (
 	"time"
 
 	"google.golang.org/grpc/balancer"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/rollcall/rollcall/pkg/liveness"
 )
+
+// errCanceled ends a test's attempt as one its caller gave up: it counts
+// for nothing.
+var errCanceled = status.Error(codes.Canceled, "the test ends the attempt")
 
 // An instance with calls in flight and no answer for a while (a
 // deadlocked handler) loses to one that answers, whatever its latency
@@ -71,11 +77,11 @@ func TestEveryInstanceStalledSpreadsCalls(t *testing.T) {
 			picked := map[*addrState]int{}
 			for range 300 {
 				a := &Attempt{}
-				res, err := p.Pick(balancer.PickInfo{Ctx: WithAttempt(context.Background(), a)})
+				_, err := p.Pick(balancer.PickInfo{Ctx: WithAttempt(context.Background(), a)})
 				if err != nil {
 					t.Fatal(err)
 				}
-				res.Done(balancer.DoneInfo{})
+				a.End(errCanceled)
 				picked[a.picked.Load()]++
 			}
 			for i, ep := range eps {
@@ -111,15 +117,89 @@ func TestExtraAttemptPrefersAnUntriedStalledInstance(t *testing.T) {
 			for range 20 {
 				a := &Attempt{}
 				a.Avoid(first)
-				res, err := p.Pick(balancer.PickInfo{Ctx: WithAttempt(context.Background(), a)})
+				_, err := p.Pick(balancer.PickInfo{Ctx: WithAttempt(context.Background(), a)})
 				if err != nil {
 					t.Fatal(err)
 				}
-				res.Done(balancer.DoneInfo{})
+				a.End(errCanceled)
 				if a.picked.Load() != stalled {
 					t.Fatal("the extra attempt went back to the instance the call tried")
 				}
 			}
 		})
+	}
+}
+
+// gRPC picks again for the same attempt when the chosen connection was not
+// ready: the earlier pick ends as one that reached no instance, so that
+// the calls in flight stay counted right and only the answer is a sample.
+func TestPickingAgainEndsTheEarlierPick(t *testing.T) {
+	for _, policy := range pickers {
+		t.Run(policy.name, func(t *testing.T) {
+			st := &addrState{}
+			p := policy.new([]endpoint{{picker: readyPicker{}, weight: 1, state: st, stats: &st.stats}}, nil, nil)
+			a := &Attempt{}
+			for range 2 {
+				if _, err := p.Pick(balancer.PickInfo{Ctx: WithAttempt(context.Background(), a)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if n := st.stats.inflight(); n != 1 {
+				t.Fatalf("after two picks of one attempt: %d in flight, want 1", n)
+			}
+			if st.stats.sampled.Load() {
+				t.Fatal("the pick that reached no instance gave a latency sample")
+			}
+			a.End(nil)
+			if n := st.stats.inflight(); n != 0 {
+				t.Errorf("after the attempt's end: %d in flight, want 0", n)
+			}
+			if !st.stats.sampled.Load() {
+				t.Error("the answer gave no latency sample")
+			}
+		})
+	}
+}
+
+// While one instance is ready, a call made in one attempt is counted, not
+// timed, and gives gRPC no Done callback; an attempt is followed as with
+// any number of instances. Once another instance is ready, the one that
+// served alone starts from no estimate, and its silence is no stall.
+func TestSoloInstanceIsCountedThenRetimed(t *testing.T) {
+	st := &addrState{}
+	st.stats.observe(5 * time.Millisecond)
+	st.stats.lastAnswer.Store(int64(liveness.Now() - time.Minute))
+	ep := endpoint{picker: readyPicker{}, weight: 1, state: st, stats: &st.stats}
+	p := &soloPicker{ep: ep, policy: newP2CPicker([]endpoint{ep}, nil, nil)}
+
+	res, err := p.Pick(balancer.PickInfo{Ctx: context.Background()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Done != nil {
+		t.Error("a call in one attempt got a Done callback")
+	}
+	if picked, n := st.stats.picked.Load(), st.stats.inflight(); picked != 1 || n != 0 {
+		t.Errorf("after one call: %d picked, %d in flight; want 1 and 0", picked, n)
+	}
+	if !st.stats.untimed.Load() || st.stats.ewmaNs.Load() != int64(5*time.Millisecond) {
+		t.Errorf("untimed %v, estimate %v; want true and the 5ms it had", st.stats.untimed.Load(), time.Duration(st.stats.ewmaNs.Load()))
+	}
+
+	a := &Attempt{}
+	if _, err := p.Pick(balancer.PickInfo{Ctx: WithAttempt(context.Background(), a)}); err != nil {
+		t.Fatal(err)
+	}
+	if a.picked.Load() != st || st.stats.inflight() != 1 {
+		t.Fatalf("an attempt was not followed: picked %v, %d in flight", a.picked.Load() == st, st.stats.inflight())
+	}
+	a.End(nil)
+
+	other := &addrState{}
+	now := liveness.Now()
+	retime([]endpoint{ep, {picker: readyPicker{}, weight: 1, state: other, stats: &other.stats}}, now)
+	if st.stats.untimed.Load() || st.stats.sampled.Load() || st.stats.ewmaNs.Load() != 0 || st.stats.lastAnswer.Load() != int64(now) {
+		t.Errorf("after another instance came: untimed %v, sampled %v, estimate %v, last answer %v ago; want a fresh start",
+			st.stats.untimed.Load(), st.stats.sampled.Load(), time.Duration(st.stats.ewmaNs.Load()), now-time.Duration(st.stats.lastAnswer.Load()))
 	}
 }

@@ -70,9 +70,9 @@ type pickRecord struct {
 	penalty  time.Duration
 }
 
-// finish accounts for the pick's end.
-func (r *pickRecord) finish(di balancer.DoneInfo, c cut) {
-	now := liveness.Now()
+// finish accounts for the pick's end, and returns the time it read.
+func (r *pickRecord) finish(di balancer.DoneInfo, c cut) (now time.Duration) {
+	now = liveness.Now()
 	st := &r.st.stats
 	st.ended.Add(1)
 	if r.child != nil {
@@ -102,15 +102,16 @@ func (r *pickRecord) finish(di balancer.DoneInfo, c cut) {
 	}
 	switch v {
 	case ignored:
-		return
+		return now
 	case atLeast:
 		// A time with no answer is a lower bound: taken as a sample it
 		// would pull a slow instance's estimate down.
 		if st.sampled.Load() && int64(sample) <= st.ewmaNs.Load() {
-			return
+			return now
 		}
 	case failed:
 		sample = max(sample, r.penalty)
 	}
 	st.observe(sample)
+	return now
 }

@@ -147,11 +147,11 @@ func TestLastAttemptLeavesTheZone(t *testing.T) {
 			} {
 				for range 50 {
 					a := tried(tt.tried...)
-					res, err := p.Pick(balancer.PickInfo{Ctx: WithAttempt(context.Background(), a)})
+					_, err := p.Pick(balancer.PickInfo{Ctx: WithAttempt(context.Background(), a)})
 					if err != nil {
 						t.Fatal(err)
 					}
-					res.Done(balancer.DoneInfo{})
+					a.End(errCanceled)
 					if z := a.picked.Load().zoneName(); z != tt.inZone {
 						t.Fatalf("%s: picked an instance of zone %s, want %s", tt.name, z, tt.inZone)
 					}

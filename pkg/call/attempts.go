@@ -17,6 +17,7 @@ import (
 
 	"github.com/rollcall/rollcall/pkg/balance"
 	"github.com/rollcall/rollcall/pkg/discovery/resolve"
+	"github.com/rollcall/rollcall/pkg/liveness"
 )
 
 // MaxAttempts is the most attempts one call of an idempotent method makes,
@@ -107,7 +108,7 @@ func newCaller(service string, o *options, rb *resolve.Builder) *caller {
 // idempotent methods in attempts, and names the service when no instance
 // of it is registered.
 func (c *caller) unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-	start := sinceEpoch()
+	start := liveness.Now()
 	c.budget.deposit(start)
 	if _, ok := ctx.Deadline(); !ok && c.timeout > 0 {
 		var cancel context.CancelFunc
@@ -126,13 +127,11 @@ func (c *caller) unary(ctx context.Context, method string, req, reply any, cc *g
 	if f := c.fleet.Load(); f != nil && f.Ready() == 1 {
 		// One instance: nothing to hedge to, no other to cut over to; the
 		// call goes as on a plain connection, and only a failure takes the
-		// way of extra attempts.
+		// way of extra attempts. Its latency is not recorded either (a
+		// clock read saved): the hedge delay is learnt again, in the
+		// method's first calls, once there is an instance to hedge to.
 		err := invoker(ctx, method, req, reply, cc, opts...)
-		now := sinceEpoch()
-		if code := status.Code(err); code != codes.Unavailable {
-			if code != codes.Canceled {
-				m.lat.record(now-start, now)
-			}
+		if status.Code(err) != codes.Unavailable {
 			return c.rb.Explain(cc, err)
 		}
 		k := c.get(ctx, m, method, req, msg, cc, invoker, opts)
@@ -225,7 +224,7 @@ func (k *idempotentCall) begin() {
 	first.running, first.stalled, first.cancel = true, false, nil
 }
 
-// run runs the call, which began at start (sinceEpoch).
+// run runs the call, which began at start (liveness.Now).
 func (k *idempotentCall) run(start time.Duration) error {
 	k.begin()
 	first := &k.slots[0]
@@ -241,7 +240,7 @@ func (k *idempotentCall) run(start time.Duration) error {
 		}
 	}
 	err := k.invoker(balance.WithAttempt(ctx, &first.att), k.method, k.req, k.reply, k.cc, k.opts...)
-	now := sinceEpoch()
+	now := first.att.End(err)
 	if first.cancel != nil {
 		first.cancel(nil)
 	}
@@ -274,7 +273,7 @@ func (k *idempotentCall) timeLeft(now time.Duration) time.Duration {
 	if !ok {
 		return time.Duration(1<<63 - 1)
 	}
-	return d.Sub(epoch) - now
+	return liveness.At(d) - now
 }
 
 // finished takes the end of attempt i, and reports whether it is the
@@ -355,6 +354,7 @@ func (k *idempotentCall) extra(kind string) bool {
 	}
 	go func() {
 		err := k.invoker(balance.WithAttempt(ctx, &s.att), k.method, req, s.reply, k.cc, opts...)
+		s.att.End(err)
 		s.cancel(nil)
 		k.finished(i, err)
 	}()
@@ -370,7 +370,7 @@ func (k *idempotentCall) hedge() {
 	if k.answered || k.running == 0 {
 		return
 	}
-	now := sinceEpoch()
+	now := liveness.Now()
 	if _, typical, _ := k.m.hedgeDelay(now); k.timeLeft(now) <= typical {
 		return
 	}

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/cpu"
+
+	"github.com/rollcall/rollcall/pkg/liveness"
 )
 
 // Default retry budget (Linkerd's model): extra attempts, of every kind,
@@ -26,7 +28,7 @@ const (
 // the last budgetWindow seconds.
 type budget struct {
 	ratio, perSecond float64
-	start            time.Duration // sinceEpoch at creation
+	start            time.Duration // liveness.Now at creation
 	mu               sync.Mutex    // rotates slots, serializes withdrawals
 	slots            [budgetWindow]budgetSlot
 }
@@ -58,14 +60,14 @@ func (s *budgetSlot) callCount() int64 {
 }
 
 func newBudget(ratio, perSecond float64) *budget {
-	b := &budget{ratio: ratio, perSecond: perSecond, start: sinceEpoch()}
+	b := &budget{ratio: ratio, perSecond: perSecond, start: liveness.Now()}
 	for i := range b.slots {
 		b.slots[i].sec.Store(-1)
 	}
 	return b
 }
 
-// second is the budget's second at now (sinceEpoch).
+// second is the budget's second at now (liveness.Now).
 func (b *budget) second(now time.Duration) int64 { return int64((now - b.start) / time.Second) }
 
 func (b *budget) rotateLocked(s *budgetSlot, sec int64) {
@@ -78,7 +80,7 @@ func (b *budget) rotateLocked(s *budgetSlot, sec int64) {
 	}
 }
 
-// deposit counts a call made at now (sinceEpoch).
+// deposit counts a call made at now (liveness.Now).
 func (b *budget) deposit(now time.Duration) {
 	sec := b.second(now)
 	s := &b.slots[sec%budgetWindow]
@@ -114,7 +116,7 @@ func (b *budget) withdraw() bool {
 
 // availableLocked returns what the budget allows now and the current slot.
 func (b *budget) availableLocked() (float64, *budgetSlot) {
-	sec := b.second(sinceEpoch())
+	sec := b.second(liveness.Now())
 	cur := &b.slots[sec%budgetWindow]
 	b.rotateLocked(cur, sec)
 	var calls, extra int64

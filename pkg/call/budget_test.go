@@ -1,6 +1,10 @@
 package call
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/rollcall/rollcall/pkg/liveness"
+)
 
 // The budget allows ratio x calls plus the floor (perSecond x 10 s), and
 // no more.
@@ -19,7 +23,7 @@ func TestBudgetBoundsExtraAttempts(t *testing.T) {
 	for _, tt := range tests {
 		b := newBudget(tt.ratio, tt.perSecond)
 		for range tt.calls {
-			b.deposit(sinceEpoch())
+			b.deposit(liveness.Now())
 		}
 		got := 0
 		for b.withdraw() {

@@ -15,10 +15,10 @@ import (
 type latencies struct {
 	windows  [2]histogram
 	active   atomic.Int32
-	rotateAt atomic.Int64 // sinceEpoch
+	rotateAt atomic.Int64 // liveness.Now
 	mu       sync.Mutex   // rotation and quantile computation
 
-	nextCompute atomic.Int64 // sinceEpoch
+	nextCompute atomic.Int64 // liveness.Now
 	hedgeAt     atomic.Int64 // the hedge quantile, ns; 0 = too few samples
 	median      atomic.Int64 // ns
 }
@@ -42,13 +42,6 @@ type histogram struct {
 
 // bucketOf is d's bucket: microseconds below 8 are exact, then eight
 // buckets per doubling.
-// epoch is the origin of sinceEpoch's clock.
-var epoch = time.Now()
-
-// sinceEpoch reads only the monotonic clock: time.Now reads the wall
-// clock too, and a call reads the time a few times.
-func sinceEpoch() time.Duration { return time.Since(epoch) }
-
 func bucketOf(d time.Duration) int {
 	us := uint64(max(d, 0) / time.Microsecond)
 	if us < 1<<subBucketLog {
