@@ -841,8 +841,9 @@ func runChurn(ctx context.Context, e *env, t timing, r *result) error {
 //
 // It runs many short pairs of rounds, one each way, in alternating order,
 // and reports the mean of the pairs' ratios less the tenth highest and
-// lowest, so drift in the machine's speed cancels out, and the middle half of the ratios, which shows how
-// far one pair is from the next on this machine. Workers record calls
+// lowest, so drift in the machine's speed cancels out, and the middle
+// half of the ratios, which shows how far one pair is from the next on
+// this machine. Workers record calls
 // each into a recorder of its own (merged after the round), so that
 // recording costs both ways the same and nothing queues on it.
 func runThroughput(ctx context.Context, e *env, t timing, r *result) error {
