@@ -2,17 +2,18 @@ package main
 
 import (
 	"bytes"
-	"crypto/sha256"
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
+
+	"github.com/rollcall/rollcall/magefiles/internal/protos"
 )
 
-// Gen regenerates protobuf code (buf) and wire injectors; running it twice changes nothing.
+// Gen regenerates protobuf code and wire injectors; running it twice changes nothing.
 func Gen() error {
 	if err := genProto(""); err != nil {
 		return err
@@ -20,67 +21,27 @@ func Gen() error {
 	return runWire("gen")
 }
 
-// bufBinary returns buf, built from its pinned module (tools/buf) once per
-// machine into the user's cache directory (rollcall/buf/buf-HASH, HASH
-// from tools/buf's go.sum), as pkg/localstack builds etcd. On a cold
-// machine check:gen, lint and the tests' copies of the repository ask for
-// it at once: one process builds while the others wait on a file lock,
-// rather than each compiling buf's 870 packages. buf lives in its own
-// module outside go.work because it raises protobuf and grpc to
-// pre-releases in any module that requires it.
-func bufBinary() (string, error) {
-	sum, err := os.ReadFile(filepath.Join("tools", "buf", "go.sum"))
-	if err != nil {
-		return "", fmt.Errorf("buf's pinned versions: %w", err)
-	}
-	cache, err := os.UserCacheDir()
-	if err != nil {
-		return "", fmt.Errorf("where to keep buf: %w", err)
-	}
-	bin := filepath.Join(cache, "rollcall", "buf", fmt.Sprintf("buf-%x", sha256.Sum256(sum))[:16])
-	if _, err := os.Stat(bin); err == nil {
-		return bin, nil
-	}
-	if err := os.MkdirAll(filepath.Dir(bin), 0o755); err != nil {
-		return "", err
-	}
-	lock, err := os.OpenFile(bin+".lock", os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return "", err
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return "", fmt.Errorf("lock %s: %w", lock.Name(), err)
-	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
-	if _, err := os.Stat(bin); err == nil {
-		return bin, nil // built while this process waited
-	}
-	fmt.Println("building buf (once per machine, about two minutes on two cores)...")
-	// Built beside and renamed, so that no one runs a half-written binary.
-	tmp := fmt.Sprintf("%s.%d", bin, os.Getpid())
-	if err := runIn(filepath.Join("tools", "buf"), append([]string{"GOWORK=off"}, binaryEnv...), "go", "build", "-o", tmp, "github.com/bufbuild/buf/cmd/buf"); err != nil {
-		return "", err
-	}
-	if err := os.Rename(tmp, bin); err != nil {
-		os.Remove(tmp)
-		return "", err
-	}
-	return bin, nil
+// protoPlugins are the protoc plugins gen runs on the protos under api/,
+// through go tool (the tools module pins them), each writing its files
+// beside their proto. Add one here (and to the tools module) to generate
+// more, e.g. a gateway or docs.
+var protoPlugins = []protos.Plugin{
+	{Command: []string{"go", "tool", "protoc-gen-go"}, Param: "paths=source_relative"},
+	{Command: []string{"go", "tool", "protoc-gen-go-grpc"}, Param: "paths=source_relative"},
 }
 
-// genProto runs buf generate in api/, into outDir when it is not empty (so
-// that check:gen can compare without touching the tree).
+// genProto compiles the protos under api/ and runs protoPlugins on them,
+// writing into api/, or into outDir when it is not empty (so that
+// check:gen can compare without touching the tree).
 func genProto(outDir string) error {
-	buf, err := bufBinary()
+	tree, err := protos.Compile(context.Background(), "api")
 	if err != nil {
 		return err
 	}
-	args := []string{"generate"}
-	if outDir != "" {
-		args = append(args, "--output", outDir)
+	if outDir == "" {
+		outDir = "api"
 	}
-	return runIn("api", binaryEnv, buf, args...) // its plugins run through go tool
+	return tree.Generate(context.Background(), "api", binaryEnv, outDir, protoPlugins...)
 }
 
 // wirePackages lists the packages that hold a wire injector:

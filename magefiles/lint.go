@@ -1,15 +1,18 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
 
 	"github.com/magefile/mage/sh"
+
+	"github.com/rollcall/rollcall/magefiles/internal/protos"
 )
 
-// Lint runs go vet and staticcheck on every module, goimports (gofmt plus import groups: standard, others, rollcall) on the tree, buf lint on the protos and actionlint on the CI workflows.
+// Lint runs go vet and staticcheck on every module, goimports (gofmt plus import groups: standard, others, rollcall) on the tree, buf's STANDARD lint rules on the protos and actionlint on the CI workflows.
 func Lint() error {
 	pkgs, err := workspacePackages()
 	if err != nil {
@@ -35,10 +38,23 @@ func Lint() error {
 	case len(unformatted) > 0:
 		errs = append(errs, fmt.Errorf("goimports -local github.com/rollcall/rollcall would change:\n%s", strings.Join(unformatted, "\n")))
 	}
-	buf, err := bufBinary()
+	errs = append(errs, lintProtos(), runIn(".", binaryEnv, "go", "tool", "actionlint"))
+	return errors.Join(errs...)
+}
+
+// lintProtos checks the protos under api/ against buf's STANDARD rules.
+func lintProtos() error {
+	tree, err := protos.Compile(context.Background(), "api")
 	if err != nil {
 		return err
 	}
-	errs = append(errs, runIn("api", nil, buf, "lint"), runIn(".", binaryEnv, "go", "tool", "actionlint"))
-	return errors.Join(errs...)
+	findings := tree.Lint()
+	if len(findings) == 0 {
+		return nil
+	}
+	lines := make([]string, len(findings))
+	for i, f := range findings {
+		lines[i] = f.String()
+	}
+	return fmt.Errorf("the protos break buf's STANDARD lint rules:\n%s", strings.Join(lines, "\n"))
 }

@@ -118,7 +118,7 @@ func TestRenameChangesEveryModulePath(t *testing.T) {
 }
 
 // copyRepo copies the files git tracks (as they are in the working tree)
-// into a temporary directory; buf comes from the machine's cache, as for
+// into a temporary directory; etcd comes from the machine's cache, as for
 // the original. It reads the files in this process, so that Go's test
 // cache runs the test again when any changes.
 func copyRepo(t *testing.T, root string) string {

@@ -164,7 +164,7 @@ func withBenchmarks(pkgs []string) ([]string, error) {
 }
 
 // sources lists every file that generated code and lint depend on: Go
-// and module files, protos, YAML (buf, CI), outside build outputs.
+// and module files, protos, YAML (CI workflows), outside build outputs.
 func sources() ([]string, error) {
 	var files []string
 	err := filepath.WalkDir(".", func(path string, d fs.DirEntry, err error) error {
