@@ -119,7 +119,7 @@ func (l *linter) file(f protoreflect.FileDescriptor) {
 		switch imp := imports.Get(i); {
 		case imp.IsPublic:
 			l.reportAt(f, at, "IMPORT_NO_PUBLIC", "Import %q must not be public.", imp.Path())
-		case imp.IsWeak:
+		case slices.Contains(fdp.GetWeakDependency(), int32(i)):
 			l.reportAt(f, at, "IMPORT_NO_WEAK", "Import %q must not be weak.", imp.Path())
 		}
 	}

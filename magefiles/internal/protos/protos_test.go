@@ -94,6 +94,7 @@ message C {}
 				"misc/misc.proto": `package misc.v1;
 import public "shop/v1/items.proto";
 import "google/protobuf/empty.proto";
+import weak "google/protobuf/any.proto";
 message M { required string a = 1; }
 enum E { option allow_alias = true; E_ONE = 1; E_UNSPECIFIED = 0; E_UNO = 1; }
 `,
@@ -101,7 +102,8 @@ enum E { option allow_alias = true; E_ONE = 1; E_UNSPECIFIED = 0; E_UNO = 1; }
 			[]string{
 				"misc/misc.proto:1: SYNTAX_SPECIFIED", "misc/misc.proto:1: PACKAGE_DIRECTORY_MATCH",
 				"misc/misc.proto:2: IMPORT_NO_PUBLIC", "misc/misc.proto:3: IMPORT_USED",
-				"misc/misc.proto:4: FIELD_NOT_REQUIRED", "misc/misc.proto:5: ENUM_NO_ALLOW_ALIAS", "misc/misc.proto:5: ENUM_FIRST_VALUE_ZERO",
+				"misc/misc.proto:4: IMPORT_NO_WEAK", "misc/misc.proto:4: IMPORT_USED",
+				"misc/misc.proto:5: FIELD_NOT_REQUIRED", "misc/misc.proto:6: ENUM_NO_ALLOW_ALIAS", "misc/misc.proto:6: ENUM_FIRST_VALUE_ZERO",
 				"shop/v1/Shop-Orders.proto:1: FILE_LOWER_SNAKE_CASE", "shop/v1/Shop-Orders.proto:2: DIRECTORY_SAME_PACKAGE",
 				"shop/v1/Shop-Orders.proto:2: PACKAGE_SAME_GO_PACKAGE",
 				"shop/v1/items.proto:2: DIRECTORY_SAME_PACKAGE",
