@@ -56,7 +56,7 @@ func Test() error {
 	if err := step("check:gen", func() error { return unlessPassed("check:gen", srcs, Check{}.Gen) }); err != nil {
 		return err
 	}
-	if err := step("build", compileAll); err != nil {
+	if err := step("build", func() error { return unlessPassed("build", srcs, compileAll) }); err != nil {
 		return err
 	}
 	var computeErr error
