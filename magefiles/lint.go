@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/magefile/mage/sh"
@@ -24,7 +25,12 @@ func Lint() error {
 		k, v, _ := strings.Cut(kv, "=")
 		env[k] = v
 	}
-	out, err := sh.OutputWith(env, "go", "tool", "goimports", "-local", "github.com/rollcall/rollcall", "-l", ".")
+	srcs, err := sources()
+	if err != nil {
+		return err
+	}
+	goFiles := slices.DeleteFunc(srcs, func(f string) bool { return filepath.Ext(f) != ".go" })
+	out, err := sh.OutputWith(env, "go", append([]string{"tool", "goimports", "-local", "github.com/rollcall/rollcall", "-l"}, goFiles...)...)
 	var unformatted []string
 	for _, f := range strings.Fields(out) {
 		// Generated files keep their generators' layout.

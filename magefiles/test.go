@@ -193,6 +193,8 @@ func sources() ([]string, error) {
 			return err
 		case d.IsDir() && (d.Name() == ".git" || d.Name() == "bin" || d.Name() == ".run"):
 			return filepath.SkipDir
+		case d.Name() == mageOutputFile:
+			// mage's own, there only while it compiles the magefiles
 		case !d.IsDir() && slices.Contains([]string{".go", ".mod", ".sum", ".work", ".proto", ".yaml", ".yml"}, filepath.Ext(path)):
 			files = append(files, path)
 		}
@@ -200,6 +202,11 @@ func sources() ([]string, error) {
 	})
 	return files, err
 }
+
+// mageOutputFile is the file mage writes into magefiles/ while it
+// compiles them, and removes: a test that runs mage in this tree (new's
+// refusals) may make it appear and vanish while lint reads the tree.
+const mageOutputFile = "mage_output_file.go"
 
 // unlessPassed runs step unless it passed before with inputs exactly as
 // they are now, and records each pass in the user's cache directory, as
