@@ -27,8 +27,8 @@ import (
 // First the generated-code check, then every package is compiled once as
 // binaries are built (compileAll). The module tests, which mostly wait on
 // processes and etcd, then run beside the steps that mostly compute
-// (lint, the images); the smoke and the Compose test follow. What passed before with the same
-// inputs is not run again: Go's test cache, and for the generated-code
+// (lint, the images); the smoke and the Compose test follow. What passed
+// before with the same inputs is not run again: Go's test cache, and for the generated-code
 // check, lint and the smoke a record of their inputs' hash in the user's
 // cache directory. It prints each step's time.
 func Test() error {
@@ -82,8 +82,7 @@ func Test() error {
 // server as every binary is built (binaryEnv), in one go command. The
 // tests, lint and the images then find each package in Go's build cache.
 // Without it, on a cold cache, the test processes that build binaries and
-// lint's vet compile the same packages at once, each doing all the work:
-// a third more CPU time for the whole of test.
+// lint's vet compile the same packages at once, each doing all the work.
 func compileAll() error {
 	pkgs, err := workspacePackages()
 	if err != nil {
