@@ -28,9 +28,10 @@ import (
 // binaries are built (compileAll). The module tests, which mostly wait on
 // processes and etcd, then run beside the steps that mostly compute
 // (lint, the images); the smoke and the Compose test follow. What passed
-// before with the same inputs is not run again: Go's test cache, and for the generated-code
-// check, lint and the smoke a record of their inputs' hash in the user's
-// cache directory. It prints each step's time.
+// before with the same inputs is not run again: Go's test cache, and for
+// the generated-code check, the build, lint and the smoke a record of
+// their inputs' hash in the user's cache directory. It prints each step's
+// time.
 func Test() error {
 	start := time.Now()
 	var mu sync.Mutex
