@@ -65,7 +65,11 @@ func Compile(ctx context.Context, root string) (*Tree, error) {
 		func(err reporter.ErrorWithPos) {
 			var unused linker.ErrorUnusedImport
 			if errors.As(err, &unused) {
-				tree.unusedImports = append(tree.unusedImports, Finding{filepath.Join(root, err.GetPosition().String()), "IMPORT_USED", fmt.Sprintf("Import %q is unused.", unused.UnusedImport())})
+				pos := err.GetPosition()
+				tree.unusedImports = append(tree.unusedImports, Finding{
+					File: filepath.Join(root, pos.Filename), Line: pos.Line, Col: pos.Col,
+					Rule: "IMPORT_USED", Message: fmt.Sprintf("Import %q is unused.", unused.UnusedImport()),
+				})
 			}
 		},
 	)
@@ -109,11 +113,11 @@ func withDeps(files linker.Files) []protoreflect.FileDescriptor {
 	return order
 }
 
-// position is where d is declared, as file:line:column with the file's
-// name joined to the tree's root; with sub, where the part of d's
-// declaration at that source path below d's is (sub {1}: its name), or
-// where d is when that part is not written out.
-func (t *Tree) position(d protoreflect.Descriptor, sub ...int32) string {
+// position is where d is declared, with the file's name joined to the
+// tree's root; with sub, where the part of d's declaration at that source
+// path below d's is (sub {1}: its name), or where d is when that part is
+// not written out.
+func (t *Tree) position(d protoreflect.Descriptor, sub ...int32) Finding {
 	file := d.ParentFile()
 	locs := file.SourceLocations()
 	loc := locs.ByDescriptor(d)
@@ -122,5 +126,5 @@ func (t *Tree) position(d protoreflect.Descriptor, sub ...int32) string {
 			loc = part
 		}
 	}
-	return fmt.Sprintf("%s:%d:%d", filepath.Join(t.Root, file.Path()), loc.StartLine+1, loc.StartColumn+1)
+	return Finding{File: filepath.Join(t.Root, file.Path()), Line: loc.StartLine + 1, Col: loc.StartColumn + 1}
 }

@@ -15,12 +15,15 @@ import (
 
 // Finding is one broken lint rule.
 type Finding struct {
-	Pos     string // file:line:column
-	Rule    string // buf's ID for the rule, e.g. SERVICE_SUFFIX
-	Message string
+	File      string // the file's name joined to the tree's root
+	Line, Col int    // from 1
+	Rule      string // buf's ID for the rule, e.g. SERVICE_SUFFIX
+	Message   string
 }
 
-func (f Finding) String() string { return fmt.Sprintf("%s: %s (%s)", f.Pos, f.Message, f.Rule) }
+func (f Finding) String() string {
+	return fmt.Sprintf("%s:%d:%d: %s (%s)", f.File, f.Line, f.Col, f.Message, f.Rule)
+}
 
 // Lint checks the tree against buf's STANDARD lint rules, with buf's
 // defaults (services end in "Service", enum zero values in
@@ -35,17 +38,10 @@ func (t *Tree) Lint() []Finding {
 	}
 	l.packages()
 	l.requestResponseUnique()
-	slices.SortStableFunc(l.findings, func(a, b Finding) int { return cmp.Compare(posKey(a.Pos), posKey(b.Pos)) })
+	slices.SortStableFunc(l.findings, func(a, b Finding) int {
+		return cmp.Or(cmp.Compare(a.File, b.File), cmp.Compare(a.Line, b.Line), cmp.Compare(a.Col, b.Col))
+	})
 	return l.findings
-}
-
-// posKey orders file:line:column positions by file, then line, then column.
-func posKey(pos string) string {
-	parts := strings.Split(pos, ":")
-	for i := 1; i < len(parts); i++ {
-		parts[i] = fmt.Sprintf("%08s", parts[i])
-	}
-	return strings.Join(parts, ":")
 }
 
 type linter struct {
@@ -74,7 +70,9 @@ func (l *linter) report(d protoreflect.Descriptor, rule, format string, args ...
 // reportAt reports at the part of d's declaration at source path sub
 // below d's.
 func (l *linter) reportAt(d protoreflect.Descriptor, sub []int32, rule, format string, args ...any) {
-	l.findings = append(l.findings, Finding{l.tree.position(d, sub...), rule, fmt.Sprintf(format, args...)})
+	f := l.tree.position(d, sub...)
+	f.Rule, f.Message = rule, fmt.Sprintf(format, args...)
+	l.findings = append(l.findings, f)
 }
 
 var (

@@ -2,6 +2,7 @@ package protos
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -131,13 +132,11 @@ enum E { option allow_alias = true; E_ONE = 1; E_UNSPECIFIED = 0; E_UNO = 1; }
 			}
 			var got []string
 			for _, f := range tree.Lint() {
-				rel, _ := filepath.Rel(root, f.Pos)
-				file, line, _ := strings.Cut(rel, ":")
-				line, _, _ = strings.Cut(line, ":")
+				file, _ := filepath.Rel(root, f.File)
 				if len(tt.files) == 1 {
-					got = append(got, line+": "+f.Rule)
+					got = append(got, fmt.Sprintf("%d: %s", f.Line, f.Rule))
 				} else {
-					got = append(got, file+":"+line+": "+f.Rule)
+					got = append(got, fmt.Sprintf("%s:%d: %s", file, f.Line, f.Rule))
 				}
 				if !strings.Contains(f.String(), f.Rule) || f.Message == "" {
 					t.Errorf("%q says too little", f)
