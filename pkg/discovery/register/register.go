@@ -541,22 +541,48 @@ type keyWatch struct {
 	key    string
 	parent context.Context
 	cancel context.CancelFunc
+	done   chan struct{} // closed when the forwarding goroutine returns
 	events clientv3.WatchChan
 }
 
-// from watches again from rev.
+// from watches again from rev. The client's Watch blocks until etcd
+// opens a watch stream, which it cannot while etcd is down, so it is
+// called on a goroutine that forwards the responses: hold goes on
+// renewing meanwhile.
 func (w *keyWatch) from(rev int64) {
 	w.stop()
 	// WithRequireLeader: a member cut off from its cluster ends the
 	// watch instead of leaving it silent.
 	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(w.parent))
-	w.cancel, w.events = cancel, w.client.Watch(ctx, w.key, clientv3.WithRev(rev))
+	events, done := make(chan clientv3.WatchResponse), make(chan struct{})
+	go func() {
+		defer close(done)
+		defer close(events)
+		watch := w.client.Watch(ctx, w.key, clientv3.WithRev(rev))
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case resp, ok := <-watch:
+				if !ok {
+					return
+				}
+				select {
+				case events <- resp:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	w.cancel, w.done, w.events = cancel, done, events
 }
 
 func (w *keyWatch) stop() {
 	if w.cancel != nil {
 		w.cancel()
-		w.cancel, w.events = nil, nil
+		<-w.done
+		w.cancel, w.done, w.events = nil, nil, nil
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/rollcall/rollcall/pkg/discovery"
+	"github.com/rollcall/rollcall/pkg/discovery/discoverytest"
 	"github.com/rollcall/rollcall/pkg/discovery/register"
 	"github.com/rollcall/rollcall/pkg/etcdtest"
 )
@@ -402,4 +403,48 @@ func TestDisplacedRegistrationSaysSoAndWritesAgain(t *testing.T) {
 	if value, lease, _ := getKey(t, c, r.Key()); lease != s.Lease || !strings.Contains(value, "127.0.0.1:7001") {
 		t.Errorf("key %s under lease %x; want this instance's under %x", value, lease, s.Lease)
 	}
+}
+
+// etcdErrors sends the op of each failed etcd call.
+type etcdErrors struct {
+	register.Observer
+	ops chan string
+}
+
+func (e etcdErrors) RegistrationChanged(*register.Registration, register.State)      {}
+func (e etcdErrors) RegistrationConflict(*register.Registration, discovery.Instance) {}
+func (e etcdErrors) RegistrationEtcdError(_ *register.Registration, op string, _ error) {
+	select {
+	case e.ops <- op:
+	default:
+	}
+}
+
+// The etcd client's Watch blocks until etcd opens a watch stream: a key
+// watch that starts while etcd is down must not hold up the renewals,
+// whose failures are reported.
+func TestRenewsWhileTheKeyWatchWaitsForEtcd(t *testing.T) {
+	srv := etcdtest.Start(t)
+	c := srv.Client()
+	gate := discoverytest.GateWatches(c)
+	obs := etcdErrors{ops: make(chan string, 100)}
+	r := newRegistration(t, c, instance("a", "127.0.0.1:7001"), register.WithObserver(obs))
+	select {
+	case <-gate.Held():
+	case <-time.After(20 * time.Second):
+		t.Fatal("the registration never watched its key")
+	}
+	srv.Stop()
+	gate.Open()
+	timeout := time.After(30 * time.Second)
+	for op := ""; op != "keepalive"; {
+		select {
+		case op = <-obs.ops:
+		case <-timeout:
+			t.Fatal("no failed lease renewal reported while etcd is down")
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	r.Close(ctx)
 }
