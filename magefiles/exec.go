@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/magefile/mage/mg"
@@ -31,10 +32,15 @@ func workspaceModules() ([]string, error) {
 }
 
 // binaryEnv is how every binary is built, as pkg/localstack.BuildEnv
-// (static, -trimpath); lint's type information and new's build check use
-// it too, so that Go's build cache compiles each dependency once for all
-// of them and for the images.
+// (static, -trimpath); new's build check uses it too, so that Go's build
+// cache compiles each dependency once for the binaries and the images.
 var binaryEnv = []string{"CGO_ENABLED=0", "GOFLAGS=-trimpath"}
+
+// raceEnv is how vet and staticcheck read the packages: from the build
+// the tests need anyway (-race), so that each package and test is
+// compiled once for the tests and for lint. The tools themselves build
+// through go tool, which takes no build flags: as mage built itself.
+var raceEnv = []string{"GOFLAGS=-race"}
 
 // runIn runs a command in dir, with env added to this process's
 // environment and its output on the terminal.
@@ -59,19 +65,27 @@ func workspacePackages() ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	var patterns []string
-	for _, dir := range dirs {
-		list := exec.Command("go", "list", "./...")
-		list.Dir = dir
-		var stderr bytes.Buffer
-		list.Stderr = &stderr
-		out, err := list.Output()
-		if err != nil {
-			return nil, fmt.Errorf("go list ./... in %s: %w\n%s", dir, err, stderr.String())
-		}
-		if strings.TrimSpace(string(out)) != "" {
-			patterns = append(patterns, "./"+filepath.ToSlash(dir)+"/...")
-		}
+	patterns := make([]string, len(dirs))
+	for i, dir := range dirs {
+		patterns[i] = "./" + filepath.ToSlash(dir) + "/..."
 	}
-	return patterns, nil
+	// One go list for every module: each go command loads the workspace.
+	list := exec.Command("go", append([]string{"list", "-f", "{{.Module.Dir}}"}, patterns...)...)
+	var stderr bytes.Buffer
+	list.Stderr = &stderr
+	out, err := list.Output()
+	if err != nil {
+		return nil, fmt.Errorf("go list %s: %w\n%s", strings.Join(patterns, " "), err, stderr.String())
+	}
+	root, err := os.Getwd()
+	if err != nil {
+		return nil, err
+	}
+	withPackages := map[string]bool{}
+	for dir := range strings.Lines(string(out)) {
+		withPackages[strings.TrimSpace(dir)] = true
+	}
+	return slices.DeleteFunc(patterns, func(p string) bool {
+		return !withPackages[filepath.Join(root, strings.TrimSuffix(p, "/..."))]
+	}), nil
 }

@@ -41,7 +41,7 @@ func genProto(outDir string) error {
 	if outDir == "" {
 		outDir = "api"
 	}
-	return tree.Generate(context.Background(), "api", binaryEnv, outDir, protoPlugins...)
+	return tree.Generate(context.Background(), "api", nil, outDir, protoPlugins...)
 }
 
 // wirePackages lists the packages that hold a wire injector:
@@ -62,7 +62,7 @@ func runWire(command string) error {
 	if err != nil || len(pkgs) == 0 {
 		return err
 	}
-	if err := runIn(".", binaryEnv, "go", append([]string{"tool", "wire", command}, pkgs...)...); err != nil {
+	if err := runIn(".", nil, "go", append([]string{"tool", "wire", command}, pkgs...)...); err != nil {
 		return fmt.Errorf("wire %s: %w", command, err)
 	}
 	return nil

@@ -15,22 +15,33 @@ import (
 
 // Lint runs go vet and staticcheck on every module, goimports (gofmt plus import groups: standard, others, rollcall) on the tree, buf's STANDARD lint rules on the protos and actionlint on the CI workflows.
 func Lint() error {
+	return errors.Join(vet(), lintBeyondVet())
+}
+
+// vet runs go vet on every workspace package and test, compiling them
+// with -race as the tests do (raceEnv): run before the tests, it is their
+// compile step too.
+func vet() error {
 	pkgs, err := workspacePackages()
 	if err != nil {
 		return err
 	}
-	errs := []error{runIn(".", binaryEnv, "go", append([]string{"vet"}, pkgs...)...), runIn(".", binaryEnv, "go", append([]string{"tool", "staticcheck"}, pkgs...)...)}
-	env := map[string]string{}
-	for _, kv := range binaryEnv {
-		k, v, _ := strings.Cut(kv, "=")
-		env[k] = v
+	return runIn(".", raceEnv, "go", append([]string{"vet"}, pkgs...)...)
+}
+
+// lintBeyondVet runs every check of Lint but go vet.
+func lintBeyondVet() error {
+	pkgs, err := workspacePackages()
+	if err != nil {
+		return err
 	}
+	errs := []error{runIn(".", raceEnv, "go", append([]string{"tool", "staticcheck"}, pkgs...)...)}
 	srcs, err := sources()
 	if err != nil {
 		return err
 	}
 	goFiles := slices.DeleteFunc(srcs, func(f string) bool { return filepath.Ext(f) != ".go" })
-	out, err := sh.OutputWith(env, "go", append([]string{"tool", "goimports", "-local", "github.com/rollcall/rollcall", "-l"}, goFiles...)...)
+	out, err := sh.Output("go", append([]string{"tool", "goimports", "-local", "github.com/rollcall/rollcall", "-l"}, goFiles...)...)
 	var unformatted []string
 	for _, f := range strings.Fields(out) {
 		// Generated files keep their generators' layout.
@@ -44,7 +55,7 @@ func Lint() error {
 	case len(unformatted) > 0:
 		errs = append(errs, fmt.Errorf("goimports -local github.com/rollcall/rollcall would change:\n%s", strings.Join(unformatted, "\n")))
 	}
-	errs = append(errs, lintProtos(), runIn(".", binaryEnv, "go", "tool", "actionlint"))
+	errs = append(errs, lintProtos(), runIn(".", nil, "go", "tool", "actionlint"))
 	return errors.Join(errs...)
 }
 

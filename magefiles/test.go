@@ -24,14 +24,15 @@ import (
 
 // Test runs every check CI runs: generated-code drift, lint, every module's tests with -race, the benchmark smoke, and the Compose test where a Docker engine answers.
 //
-// First the generated-code check, then every package is compiled once as
-// binaries are built (compileAll). The module tests, which mostly wait on
-// processes and etcd, then run beside the steps that mostly compute
-// (lint, the images); the smoke and the Compose test follow. What passed
-// before with the same inputs is not run again: Go's test cache, and for
-// the generated-code check, the build, lint and the smoke a record of
-// their inputs' hash in the user's cache directory. It prints each step's
-// time.
+// Each package is compiled once per build it needs: first the
+// generated-code check, then every binary's packages (compileAll), then go
+// vet, which compiles every package and test with -race for the tests
+// too. The module tests, which mostly wait on processes and etcd, then run
+// beside the rest of lint, the images and the Compose test; the smoke
+// follows. What passed before with the same
+// inputs is not run again: Go's test cache, and for the generated-code
+// check, the build, vet, lint and the smoke a record of their inputs' hash
+// in the user's cache directory. It prints each step's time.
 func Test() error {
 	start := time.Now()
 	var mu sync.Mutex
@@ -54,36 +55,43 @@ func Test() error {
 	if err != nil {
 		return err
 	}
-	if err := step("check:gen", func() error { return unlessPassed("check:gen", srcs, Check{}.Gen) }); err != nil {
-		return err
+	for _, s := range []struct {
+		name string
+		run  func() error
+	}{{"check:gen", Check{}.Gen}, {"build", compileAll}, {"vet", vet}} {
+		if err := step(s.name, func() error { return unlessPassed(s.name, srcs, s.run) }); err != nil {
+			return err
+		}
 	}
-	if err := step("build", func() error { return unlessPassed("build", srcs, compileAll) }); err != nil {
-		return err
-	}
-	var computeErr error
+	var besideErr error
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		computeErr = step("lint", func() error { return unlessPassed("lint", srcs, Lint) })
-		if _, err := composeCommand(); computeErr == nil && err == nil && dockerAnswers() == nil {
-			computeErr = step("docker:build", Docker{}.Build)
+		besideErr = step("lint", func() error { return unlessPassed("lint", srcs, lintBeyondVet) })
+		if _, err := composeCommand(); besideErr == nil && err == nil && dockerAnswers() == nil {
+			besideErr = step("docker:build", Docker{}.Build)
+		}
+		// Its stack runs in containers with deadlines made for a busy
+		// machine; the test mostly waits on them.
+		if besideErr == nil {
+			besideErr = step("compose:test", Compose{}.Test)
 		}
 	})
 	testsErr := step("check:tests", Check{}.Tests)
 	wg.Wait()
-	if err := errors.Join(computeErr, testsErr); err != nil {
+	if err := errors.Join(besideErr, testsErr); err != nil {
 		return err
 	}
-	if err := step("bench:smoke", Bench{}.Smoke); err != nil {
-		return err
-	}
-	return step("compose:test", Compose{}.Test)
+	// Alone: its targets include attempts per call, which a loaded
+	// machine's hedges would raise.
+	return step("bench:smoke", Bench{}.Smoke)
 }
 
-// compileAll compiles every workspace package, the pinned tools and etcd's
-// server as every binary is built (binaryEnv), in one go command. The
-// tests, lint and the images then find each package in Go's build cache.
-// Without it, on a cold cache, the test processes that build binaries and
-// lint's vet compile the same packages at once, each doing all the work.
+// compileAll compiles the packages of every workspace module and etcd's
+// server as every binary is built (binaryEnv), in one go command, without
+// linking (go list -export): the binaries are linked where they are
+// built. The tests and the images then find each package in Go's build
+// cache. Without it, on a cold cache, the test processes that build
+// binaries compile the same packages at once, each doing all the work.
 func compileAll() error {
 	pkgs, err := workspacePackages()
 	if err != nil {
@@ -91,7 +99,7 @@ func compileAll() error {
 	}
 	// Not magefiles: its main function is mage's to write.
 	pkgs = slices.DeleteFunc(pkgs, func(p string) bool { return p == "./magefiles/..." })
-	return runIn(".", binaryEnv, "go", append(append([]string{"build"}, pkgs...), "tool", "go.etcd.io/etcd/server/v3")...)
+	return runIn(".", binaryEnv, "go", append(append([]string{"list", "-export", "-f", "{{with .Error}}{{.}}{{end}}"}, pkgs...), "go.etcd.io/etcd/server/v3")...)
 }
 
 // Check groups the checks that Test runs, for running one at a time.
@@ -137,8 +145,8 @@ func (Check) Tests() error {
 	// Most test binaries wait on processes and etcd: twice as many run at
 	// once as the machine has cores. The timeout covers magefiles' tests
 	// on a machine with empty caches: they build a copy of the repository
-	// while everything else builds. No vet here: lint runs all of vet's
-	// checks on the same packages.
+	// while everything else builds. No vet here: Lint's vet runs all of
+	// vet's checks on the same packages.
 	cmd := exec.Command("go", append([]string{"test", "-race", "-vet=off", "-p", strconv.Itoa(2 * runtime.NumCPU()), "-timeout", "25m"}, pkgs...)...)
 	cmd.Stdout, cmd.Stderr = io.MultiWriter(os.Stdout, &out), os.Stderr
 	if err := cmd.Run(); err != nil {
