@@ -55,7 +55,7 @@ func rollcallStack(bin, policy string) stack {
 		bin:    bin,
 		prefix: func(service string) string { return "rollcall/" + service + "/" },
 		args: func(etcd []string, id string) []string {
-			return []string{"-listen", "127.0.0.1:0", "-id", id, "-etcd-endpoints", strings.Join(etcd, ","), "-log-format", "json", "-log-level", "warn",
+			return []string{"-listen", freeAddr(), "-id", id, "-etcd-endpoints", strings.Join(etcd, ","), "-log-format", "json", "-log-level", "warn",
 				"-metrics-listen", freeAddr()}
 		},
 		dial: func(cli *clientv3.Client, service string, obs *observer, zone string) (*grpc.ClientConn, error) {

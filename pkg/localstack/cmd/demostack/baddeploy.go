@@ -23,7 +23,11 @@ func badDeploy(ctx context.Context, s *stack, say func(string, ...any)) error {
 	// GREETER_FAIL_RATE and GREETER_FAIL_CODE are the greeter's -fail-rate
 	// and -fail-code.
 	env := append([]string{"GREETER_FAIL_RATE=1", "GREETER_FAIL_CODE=INTERNAL"}, s.tls.greeter...)
-	p, err := s.start(name, "greeter", []string{"-listen", "127.0.0.1:0", "-id", name}, env, nil)
+	args, err := greeterArgs(name)
+	if err != nil {
+		return err
+	}
+	p, err := s.start(name, "greeter", args, env, nil)
 	if err != nil {
 		return err
 	}

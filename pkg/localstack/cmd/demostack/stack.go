@@ -178,7 +178,22 @@ func (s *stack) startGreeter() (*localstack.Process, error) {
 	s.greeters++
 	name := fmt.Sprintf("greeter-%d", s.greeters)
 	s.mu.Unlock()
-	return s.start(name, "greeter", []string{"-listen", "127.0.0.1:0", "-id", name}, s.tls.greeter, nil)
+	args, err := greeterArgs(name)
+	if err != nil {
+		return nil, err
+	}
+	return s.start(name, "greeter", args, s.tls.greeter, nil)
+}
+
+// greeterArgs are the flags of greeter name. Its port comes from
+// FreePort, as every port the stack hands out: one on 127.0.0.1:0 could
+// be a port FreePort gave another process, which had not bound it yet.
+func greeterArgs(name string) ([]string, error) {
+	addr, err := localstack.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	return []string{"-listen", addr, "-id", name}, nil
 }
 
 // runningGreeters lists the greeters that run, in the order they started.
