@@ -28,8 +28,8 @@ import (
 // generated-code check, then every binary's packages (compileAll), then go
 // vet, which compiles every package and test with -race for the tests
 // too. The module tests, which mostly wait on processes and etcd, then run
-// beside the rest of lint, the images and the Compose test; the smoke
-// follows. What passed before with the same
+// beside the rest of lint and the images; the smoke and the Compose test
+// follow. What passed before with the same
 // inputs is not run again: Go's test cache, and for the generated-code
 // check, the build, vet, lint and the smoke a record of their inputs' hash
 // in the user's cache directory. It prints each step's time.
@@ -70,20 +70,18 @@ func Test() error {
 		if _, err := composeCommand(); besideErr == nil && err == nil && dockerAnswers() == nil {
 			besideErr = step("docker:build", Docker{}.Build)
 		}
-		// Its stack runs in containers with deadlines made for a busy
-		// machine; the test mostly waits on them.
-		if besideErr == nil {
-			besideErr = step("compose:test", Compose{}.Test)
-		}
 	})
 	testsErr := step("check:tests", Check{}.Tests)
 	wg.Wait()
 	if err := errors.Join(besideErr, testsErr); err != nil {
 		return err
 	}
-	// Alone: its targets include attempts per call, which a loaded
-	// machine's hedges would raise.
-	return step("bench:smoke", Bench{}.Smoke)
+	// Each alone: they count lost calls and attempts per call, which a
+	// machine loaded by the module tests would raise.
+	if err := step("bench:smoke", Bench{}.Smoke); err != nil {
+		return err
+	}
+	return step("compose:test", Compose{}.Test)
 }
 
 // compileAll compiles the packages of every workspace module and etcd's
