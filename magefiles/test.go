@@ -29,10 +29,10 @@ import (
 // vet, which compiles every package and test with -race for the tests
 // too. The module tests, which mostly wait on processes and etcd, then run
 // beside the rest of lint and the images; the smoke and the Compose test
-// follow. What passed before with the same
-// inputs is not run again: Go's test cache, and for the generated-code
-// check, the build, vet, lint and the smoke a record of their inputs' hash
-// in the user's cache directory. It prints each step's time.
+// follow. What passed before with the same inputs is not run again: Go's
+// test cache, and for the generated-code check, the build, vet, lint and
+// the smoke a record of their inputs' hash in the user's cache directory.
+// It prints each step's time.
 func Test() error {
 	start := time.Now()
 	var mu sync.Mutex
