@@ -16,8 +16,9 @@ import (
 // budgetPerSecond for every second of it, so that a client with little
 // traffic can still retry while an outage of every instance cannot
 // multiply the load; 9 %, so that with the floor they stay within 10 %.
-// The same holds within the current second, so that
-// calls made before an outage do not pay for a burst of retries in it.
+// The same holds within the last second (sliding, not the clock's), so
+// that calls made before an outage do not pay for a burst of retries in
+// it, and an outage that starts as a second turns still gets its retries.
 const (
 	DefaultBudgetRatio     = 0.09
 	DefaultBudgetPerSecond = 1.0
@@ -96,7 +97,7 @@ func (b *budget) deposit(now time.Duration) {
 func (b *budget) Available() float64 {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	a, _ := b.availableLocked()
+	a, _ := b.availableLocked(liveness.Now())
 	return a
 }
 
@@ -104,19 +105,38 @@ func (b *budget) Available() float64 {
 func (b *budget) withdraw() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	a, s := b.availableLocked()
-	// Within the current second the ratio holds too (with the window's
+	now := liveness.Now()
+	a, s := b.availableLocked(now)
+	// Within the last second the ratio holds too (with the window's
 	// floor, so that it bites only on busy connections).
-	if a < 1 || float64(s.extra.Load()+1) > b.ratio*float64(s.callCount())+b.perSecond*budgetWindow {
+	calls, extra := b.lastSecondLocked(now, s)
+	if a < 1 || extra+1 > b.ratio*calls+b.perSecond*budgetWindow {
 		return false
 	}
 	s.extra.Add(1)
 	return true
 }
 
-// availableLocked returns what the budget allows now and the current slot.
-func (b *budget) availableLocked() (float64, *budgetSlot) {
-	sec := b.second(liveness.Now())
+// lastSecondLocked returns the calls and extra attempts of the second
+// before now: the current slot's, plus the previous slot's in proportion
+// to the part of it still within that second. The current slot alone
+// would hold next to no calls just after it began, and refuse the
+// retries of an outage that starts then.
+func (b *budget) lastSecondLocked(now time.Duration, cur *budgetSlot) (calls, extra float64) {
+	calls, extra = float64(cur.callCount()), float64(cur.extra.Load())
+	sec := b.second(now)
+	if prev := &b.slots[(sec+budgetWindow-1)%budgetWindow]; sec > 0 && prev.sec.Load() == sec-1 {
+		share := 1 - float64((now-b.start)%time.Second)/float64(time.Second)
+		calls += share * float64(prev.callCount())
+		extra += share * float64(prev.extra.Load())
+	}
+	return calls, extra
+}
+
+// availableLocked returns what the budget allows at now and the current
+// slot.
+func (b *budget) availableLocked(now time.Duration) (float64, *budgetSlot) {
+	sec := b.second(now)
 	cur := &b.slots[sec%budgetWindow]
 	b.rotateLocked(cur, sec)
 	var calls, extra int64

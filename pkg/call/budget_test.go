@@ -2,6 +2,7 @@ package call
 
 import (
 	"testing"
+	"time"
 
 	"github.com/rollcall/rollcall/pkg/liveness"
 )
@@ -35,5 +36,24 @@ func TestBudgetBoundsExtraAttempts(t *testing.T) {
 		if got != tt.want {
 			t.Errorf("%d calls, ratio %v, %v/s: %d extra attempts allowed, want %d", tt.calls, tt.ratio, tt.perSecond, got, tt.want)
 		}
+	}
+}
+
+// Just after the budget's second turned, the calls of the second before
+// still pay for extra attempts: an outage then gets its retries.
+func TestBudgetAllowsRetriesJustAfterTheSecondTurns(t *testing.T) {
+	b := newBudget(0.1, 1)
+	now := liveness.Now()
+	b.start = now - time.Second - time.Millisecond // 1 ms into second 1
+	for range 1000 {
+		b.deposit(now - 2*time.Millisecond) // second 0
+	}
+	got := 0
+	for b.withdraw() && got <= 200 {
+		got++
+	}
+	// The last second held about 999 calls: 0.1 x 999 + 10.
+	if got < 100 || got > 110 {
+		t.Errorf("%d extra attempts allowed just after the second turned, want 100 to 110", got)
 	}
 }
