@@ -393,7 +393,14 @@ func (k *idempotentCall) stalled(a *balance.Attempt) bool {
 	if i < 0 || k.answered || !k.slots[i].running || k.slots[i].stalled || k.slots[i].cancel == nil {
 		return false
 	}
-	if k.running < 2 && (k.ctx.Err() != nil || !k.extra(KindStall)) {
+	// Attempts already cut for a stall will not answer.
+	out := 0
+	for j := range k.started {
+		if s := &k.slots[j]; s.running && !s.stalled {
+			out++
+		}
+	}
+	if out < 2 && (k.ctx.Err() != nil || !k.extra(KindStall)) {
 		return false
 	}
 	k.slots[i].stalled = true
