@@ -16,17 +16,13 @@ import (
 // instance's own metrics, so it reads the same in the live view and in
 // lines.
 func badDeploy(ctx context.Context, s *stack, say func(string, ...any)) error {
-	s.mu.Lock()
-	s.greeters++
-	name := fmt.Sprintf("greeter-%d", s.greeters)
-	s.mu.Unlock()
-	// GREETER_FAIL_RATE and GREETER_FAIL_CODE are the greeter's -fail-rate
-	// and -fail-code.
-	env := append([]string{"GREETER_FAIL_RATE=1", "GREETER_FAIL_CODE=INTERNAL"}, s.tls.greeter...)
-	args, err := greeterArgs(name)
+	name, args, err := s.nextGreeter()
 	if err != nil {
 		return err
 	}
+	// GREETER_FAIL_RATE and GREETER_FAIL_CODE are the greeter's -fail-rate
+	// and -fail-code.
+	env := append([]string{"GREETER_FAIL_RATE=1", "GREETER_FAIL_CODE=INTERNAL"}, s.tls.greeter...)
 	p, err := s.start(name, "greeter", args, env, nil)
 	if err != nil {
 		return err

@@ -174,26 +174,27 @@ func (s *stack) start(name, binary string, args, env []string, tap func(string) 
 
 // startGreeter starts the next greeter instance on a free port.
 func (s *stack) startGreeter() (*localstack.Process, error) {
-	s.mu.Lock()
-	s.greeters++
-	name := fmt.Sprintf("greeter-%d", s.greeters)
-	s.mu.Unlock()
-	args, err := greeterArgs(name)
+	name, args, err := s.nextGreeter()
 	if err != nil {
 		return nil, err
 	}
 	return s.start(name, "greeter", args, s.tls.greeter, nil)
 }
 
-// greeterArgs are the flags of greeter name. Its port comes from
-// FreePort, as every port the stack hands out: one on 127.0.0.1:0 could
-// be a port FreePort gave another process, which had not bound it yet.
-func greeterArgs(name string) ([]string, error) {
+// nextGreeter names the next greeter instance and returns its flags. Its
+// port comes from FreePort, as every port the stack hands out: one on
+// 127.0.0.1:0 could be a port FreePort gave another process, which had
+// not bound it yet.
+func (s *stack) nextGreeter() (name string, args []string, err error) {
+	s.mu.Lock()
+	s.greeters++
+	name = fmt.Sprintf("greeter-%d", s.greeters)
+	s.mu.Unlock()
 	addr, err := localstack.FreePort()
 	if err != nil {
-		return nil, err
+		return "", nil, err
 	}
-	return []string{"-listen", addr, "-id", name}, nil
+	return name, []string{"-listen", addr, "-id", name}, nil
 }
 
 // runningGreeters lists the greeters that run, in the order they started.
