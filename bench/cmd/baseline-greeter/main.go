@@ -6,7 +6,8 @@
 // -fail-rate, -fail-code, -warmup-calls, SIGUSR1/SIGUSR2 outage drill),
 // takes -zone (written into the endpoint's metadata, which round_robin
 // does not read), and serves the same gRPC server metrics
-// (-metrics-listen), so both count server calls alike.
+// (-metrics-listen), so both count server calls alike. The scenarios
+// give it a -listen port that no other process of theirs was given.
 package main
 
 import (
@@ -85,6 +86,7 @@ func run() error {
 	flag.Int64Var(&g.warmup, "warmup-calls", 0, "the first N calls take 10x -latency")
 	zone := flag.String("zone", "", "zone, written into the endpoint's metadata")
 	metrics := flag.String("metrics-listen", "", "address of the /metrics server (default: none)")
+	listen := flag.String("listen", "127.0.0.1:0", "address to serve gRPC on")
 	flag.Parse()
 	g.id = *id
 	if err := g.failCode.UnmarshalJSON([]byte(strconv.Quote(*failCode))); err != nil {
@@ -103,9 +105,9 @@ func run() error {
 		}
 	}()
 
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	lis, err := net.Listen("tcp", *listen)
 	if err != nil {
-		return err
+		return fmt.Errorf("listen on -listen %q: %w", *listen, err)
 	}
 	addr := lis.Addr().String()
 	s := grpc.NewServer(tel.ServerOptions()...)

@@ -85,7 +85,7 @@ func baselineStack(bin string) stack {
 		bin:    bin,
 		prefix: func(service string) string { return "baseline/" + service + "/" },
 		args: func(etcd []string, id string) []string {
-			return []string{"-id", id, "-etcd-endpoints", etcd[0], "-target", "baseline/greeter", "-metrics-listen", freeAddr()}
+			return []string{"-listen", freeAddr(), "-id", id, "-etcd-endpoints", etcd[0], "-target", "baseline/greeter", "-metrics-listen", freeAddr()}
 		},
 		dial: func(cli *clientv3.Client, service string, obs *observer, _ string) (*grpc.ClientConn, error) {
 			b, err := etcdnaming.NewBuilder(cli)
