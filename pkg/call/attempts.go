@@ -257,7 +257,7 @@ func (k *idempotentCall) run(start time.Duration) error {
 // its own, or that of the attempt that answered.
 func (k *idempotentCall) afterFirst(err error) error {
 	if k.finished(0, err) {
-		return err
+		return k.err // err, or what finished made of it
 	}
 	i := <-k.final
 	s := &k.slots[i]
@@ -297,6 +297,10 @@ func (k *idempotentCall) finished(i int, err error) bool {
 	}
 	if k.ctx.Err() == nil && k.extra(KindRetry) {
 		return false
+	}
+	if s.stalled && k.ctx.Err() == nil {
+		// The call cut it, not the caller: say what a caller retries.
+		err = status.Error(codes.Unavailable, errStalled.Error())
 	}
 	k.answer(i, err)
 	return i == 0
