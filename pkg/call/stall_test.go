@@ -14,63 +14,75 @@ import (
 	"github.com/rollcall/rollcall/pkg/liveness"
 )
 
+// gatedCall is an idempotent call whose attempt i ends when gates[i]
+// closes: with its context's error once cut, else with answer. Its retry
+// budget pays for one extra attempt.
+type gatedCall struct {
+	k     *idempotentCall
+	gates [MaxAttempts]chan struct{}
+	sent  atomic.Int32 // attempts sent so far
+	done  chan error   // the call's result
+}
+
+func startGatedCall(t *testing.T, answer error) *gatedCall {
+	t.Helper()
+	g := &gatedCall{done: make(chan error, 1)}
+	for i := range g.gates {
+		g.gates[i] = make(chan struct{})
+	}
+	t.Cleanup(func() {
+		for _, gate := range g.gates {
+			select {
+			case <-gate:
+			default:
+				close(gate)
+			}
+		}
+	})
+	invoker := func(ctx context.Context, _ string, _, _ any, _ *grpc.ClientConn, _ ...grpc.CallOption) error {
+		i := g.sent.Add(1) - 1
+		select {
+		case <-ctx.Done():
+			<-g.gates[i]
+			return status.FromContextError(ctx.Err()).Err()
+		case <-g.gates[i]:
+			return answer
+		}
+	}
+	c := &caller{service: "s", methods: map[string]*method{}, budget: newBudget(0, 0.1), obs: noObserver{}}
+	m := &method{name: "/s/M"}
+	reply := &emptypb.Empty{}
+	g.k = c.get(context.Background(), m, m.name, &emptypb.Empty{}, reply, nil, invoker, nil)
+	typ := reply.ProtoReflect().Type()
+	m.reply.Store(&typ)
+	go func() { g.done <- g.k.run(liveness.Now()) }()
+	g.waitSent(1)
+	return g
+}
+
+// waitSent returns once n attempts have been sent.
+func (g *gatedCall) waitSent(n int32) {
+	for g.sent.Load() < n {
+		runtime.Gosched()
+	}
+}
+
 // An attempt is cut for a stall only while another attempt that can
 // answer is out: one already cut for a stall does not count. Here the
 // budget pays for one extra attempt; when the instance of that one stalls
 // too, it is left to answer rather than cut with nothing to replace it.
 func TestStallCutsNoAttemptWithoutAnotherToAnswer(t *testing.T) {
-	c := &caller{service: "s", methods: map[string]*method{}, budget: newBudget(0, 0.1), obs: noObserver{}}
-	m := &method{name: "/s/M"}
-	var gates [MaxAttempts]chan struct{}
-	for i := range gates {
-		gates[i] = make(chan struct{})
-	}
-	var n atomic.Int32
-	invoker := func(ctx context.Context, _ string, _, _ any, _ *grpc.ClientConn, _ ...grpc.CallOption) error {
-		i := n.Add(1) - 1
-		select {
-		case <-ctx.Done():
-			<-gates[i]
-			return status.FromContextError(ctx.Err()).Err()
-		case <-gates[i]:
-			return nil
-		}
-	}
-	reply := &emptypb.Empty{}
-	t.Cleanup(func() {
-		for _, g := range gates {
-			select {
-			case <-g:
-			default:
-				close(g)
-			}
-		}
-	})
-	k := c.get(context.Background(), m, m.name, &emptypb.Empty{}, reply, nil, invoker, nil)
-	typ := reply.ProtoReflect().Type()
-	m.reply.Store(&typ)
-	done := make(chan error, 1)
-	started := make(chan struct{})
-	go func() {
-		close(started)
-		done <- k.run(liveness.Now())
-	}()
-	<-started
-	for n.Load() < 1 {
-		runtime.Gosched() // the first attempt is being sent
-	}
-	if !k.stalled(&k.slots[0].att) {
+	g := startGatedCall(t, nil)
+	if !g.k.stalled(&g.k.slots[0].att) {
 		t.Fatal("the first attempt was not cut: the budget had a token for another")
 	}
-	for n.Load() < 2 {
-		runtime.Gosched() // the stall's attempt is being sent
-	}
-	if k.stalled(&k.slots[1].att) {
+	g.waitSent(2) // the stall's attempt
+	if g.k.stalled(&g.k.slots[1].att) {
 		t.Fatal("the stall's attempt was cut with no token for another and only a cut attempt out")
 	}
-	close(gates[0]) // the cut attempt ends
-	close(gates[1]) // the other answers
-	if err := <-done; err != nil {
+	close(g.gates[0]) // the cut attempt ends
+	close(g.gates[1]) // the other answers
+	if err := <-g.done; err != nil {
 		t.Errorf("call = %v, want the answer of the attempt left to run", err)
 	}
 }
@@ -80,56 +92,20 @@ func TestStallCutsNoAttemptWithoutAnotherToAnswer(t *testing.T) {
 // instances did: not CANCELED, which says the caller gave up and which
 // callers do not retry.
 func TestStallCutAttemptEndsTheCallUnavailable(t *testing.T) {
-	c := &caller{service: "s", methods: map[string]*method{}, budget: newBudget(0, 0.1), obs: noObserver{}}
-	m := &method{name: "/s/M"}
-	var gates [MaxAttempts]chan struct{}
-	for i := range gates {
-		gates[i] = make(chan struct{})
-	}
-	var n atomic.Int32
-	invoker := func(ctx context.Context, _ string, _, _ any, _ *grpc.ClientConn, _ ...grpc.CallOption) error {
-		i := n.Add(1) - 1
-		select {
-		case <-ctx.Done():
-			<-gates[i]
-			return status.FromContextError(ctx.Err()).Err()
-		case <-gates[i]:
-			return status.Error(codes.Unavailable, "connection reset by peer")
-		}
-	}
-	t.Cleanup(func() {
-		for _, g := range gates {
-			select {
-			case <-g:
-			default:
-				close(g)
-			}
-		}
-	})
-	reply := &emptypb.Empty{}
-	k := c.get(context.Background(), m, m.name, &emptypb.Empty{}, reply, nil, invoker, nil)
-	typ := reply.ProtoReflect().Type()
-	m.reply.Store(&typ)
-	done := make(chan error, 1)
-	go func() { done <- k.run(liveness.Now()) }()
-	for n.Load() < 1 {
-		runtime.Gosched() // the first attempt is being sent
-	}
-	if !k.stalled(&k.slots[0].att) {
+	g := startGatedCall(t, status.Error(codes.Unavailable, "connection reset by peer"))
+	if !g.k.stalled(&g.k.slots[0].att) {
 		t.Fatal("the first attempt was not cut: the budget had a token for another")
 	}
-	for n.Load() < 2 {
-		runtime.Gosched() // the stall's attempt is being sent
-	}
-	close(gates[1]) // the stall's attempt fails UNAVAILABLE while the cut one is still out
+	g.waitSent(2)
+	close(g.gates[1]) // the stall's attempt fails UNAVAILABLE while the cut one is still out
 	for running := 2; running > 1; {
 		runtime.Gosched()
-		k.mu.Lock()
-		running = k.running
-		k.mu.Unlock()
+		g.k.mu.Lock()
+		running = g.k.running
+		g.k.mu.Unlock()
 	}
-	close(gates[0]) // the cut attempt ends last; no token is left for a retry
-	if err := <-done; status.Code(err) != codes.Unavailable {
+	close(g.gates[0]) // the cut attempt ends last; no token is left for a retry
+	if err := <-g.done; status.Code(err) != codes.Unavailable {
 		t.Errorf("call = %v, want UNAVAILABLE", err)
 	}
 }
